@@ -1,0 +1,211 @@
+"""`python -m eval run|tune`: evaluate retrieval and answering, write reports; tune fusion on a dev split."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from eval.datasets import Dataset, DatasetError, load_dataset
+
+ALL_MODES = ("lexical", "dense", "hybrid", "naive", "ask")
+DEFAULT_CACHE = Path(".cache/eval")
+
+
+def _hash_files(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def cached_index(corpus: Path, cache: Path, name: str, embedder, config=None) -> Path:
+    """Build (once) an index of `corpus` under the cache, keyed by corpus content and chunker settings."""
+    from dataclasses import asdict
+
+    from indexer.build import build_index, corpus_files
+    from indexer.chunking import ChunkingConfig
+
+    config = config or ChunkingConfig(max_pieces=embedder.max_pieces)
+    key = _hash_files(corpus_files(corpus)) + "-" + hashlib.sha1(
+        json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:8]
+    out = cache / f"{name}-{key}"
+    if not (out / "manifest.json").is_file():
+        print(f"building index {out} …", file=sys.stderr)
+        summary = build_index(corpus, out, embedder, config, progress=True)
+        print(summary.to_text(), file=sys.stderr)
+    return out
+
+
+def beir_corpus_dir(dataset: Dataset, cache: Path) -> Path:
+    """A corpus directory holding only the BEIR corpus.jsonl (a link: the data set is never copied)."""
+    d = cache / f"{dataset.name}-corpus"
+    d.mkdir(parents=True, exist_ok=True)
+    link = d / "corpus.jsonl"
+    if not link.exists():
+        link.symlink_to(dataset.corpus_file.resolve())
+    return d
+
+
+def _fusion(args):
+    from service.retrieval import FusionConfig
+
+    kw = {}
+    if args.alpha is not None:
+        kw["alpha"] = args.alpha
+    if args.fusion:
+        kw["method"] = args.fusion
+    return FusionConfig(**kw)
+
+
+def _targets(args, dataset: Dataset, modes: list[str]):
+    """(mode → target) for the requested modes."""
+    from eval.targets import HttpTarget, InProcessTarget
+
+    if args.url:
+        if "naive" in modes:
+            print("note: the naive baseline runs in-process only; skipped against a URL", file=sys.stderr)
+        t = HttpTarget(args.url)
+        return {m: t for m in modes if m != "naive"}
+    from indexer.chunking import ChunkingConfig
+    from indexer.embed import SentenceTransformerEmbedder
+
+    embedder = SentenceTransformerEmbedder(threads=args.threads)
+    fusion = _fusion(args)
+    if dataset.corpus_file is not None:
+        config = ChunkingConfig(max_pieces=embedder.max_pieces,
+                                **({"target_tokens": args.target_tokens} if args.target_tokens else {}))
+        index_dir = cached_index(beir_corpus_dir(dataset, args.cache), args.cache, dataset.name, embedder, config)
+    elif args.target_tokens:
+        config = ChunkingConfig(max_pieces=embedder.max_pieces, target_tokens=args.target_tokens)
+        index_dir = cached_index(args.corpus, args.cache, "report", embedder, config)
+    else:
+        index_dir = args.index
+        if not (index_dir / "manifest.json").is_file():
+            index_dir = cached_index(args.corpus, args.cache, "report", embedder)
+    main = InProcessTarget(index_dir, embedder=embedder, fusion=fusion)
+    targets = {m: main for m in modes if m != "naive"}
+    if "naive" in modes:
+        naive_cfg = ChunkingConfig(max_pieces=embedder.max_pieces, strategy="paragraph", headings_in_embedding=False)
+        corpus = beir_corpus_dir(dataset, args.cache) if dataset.corpus_file is not None else args.corpus
+        targets["naive"] = InProcessTarget(cached_index(corpus, args.cache, f"{dataset.name}-naive", embedder,
+                                                        naive_cfg), embedder=embedder)
+    return targets
+
+
+def cmd_run(args) -> int:
+    from eval.report import markdown_table, write_reports
+    from eval.runner import evaluate_ask, evaluate_mode
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    bad = [m for m in modes if m not in ALL_MODES]
+    if bad:
+        print(f"error: unknown mode(s) {', '.join(bad)}; choose from {', '.join(ALL_MODES)}", file=sys.stderr)
+        return 2
+    dataset = load_dataset(args.dataset, args.split)
+    if args.limit:
+        dataset.queries = dataset.queries[: args.limit]
+    targets = _targets(args, dataset, modes)
+    results = []
+    for m in modes:
+        if m not in targets:
+            continue
+        if m == "ask":
+            if dataset.name != "report":
+                continue
+            results.append(evaluate_ask(dataset, targets[m], progress=not args.no_progress))
+        else:
+            mode = "dense" if m == "naive" else m
+            r = evaluate_mode(dataset, targets[m], mode, depth=args.k, progress=not args.no_progress)
+            r.mode = m
+            results.append(r)
+    first = next(iter(targets.values()))
+    meta = {"dataset": dataset.name, "split": args.split, "queries": len(dataset.queries),
+            "target": args.url or "in-process", "index_version": getattr(first, "index_version", None),
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "k": args.k,
+            "fusion": None if args.url else vars(_fusion(args)) if hasattr(_fusion(args), "__dict__") else None}
+    print(markdown_table(results))
+    if not args.no_report:
+        paths = write_reports(results, meta, args.out, plot=not args.no_plot)
+        print("\nwrote " + ", ".join(str(p) for p in paths.values()))
+    if args.show_misses:
+        for r in results:
+            for row in r.per_query:
+                if row.get("hit@1") == 0.0:
+                    print(f"[{r.mode}] miss {row['id']} ({row.get('first_hit')}): {row['query']} → {row['top'][:2]}")
+    return 0
+
+
+def cmd_tune(args) -> int:
+    """Grid over fusion settings on a tuning split; prints the table and the best setting."""
+    from eval.runner import evaluate_mode
+    from service.retrieval import FusionConfig
+
+    dataset = load_dataset(args.dataset, args.split)
+    args.alpha, args.fusion = None, None
+    target = _targets(args, dataset, ["hybrid"])["hybrid"]
+    grid = [FusionConfig(method="minmax", alpha=a / 10) for a in range(0, 11)] + \
+           [FusionConfig(method="rrf", rrf_k=k) for k in (10, 30, 60)]
+    metric = args.metric
+    best = None
+    print(f"| fusion | {metric} | hit@1 | hit@5 | mrr@10 | ndcg@10 |")
+    print("|---|---|---|---|---|---|")
+    for f in grid:
+        target.retriever.fusion = f
+        r = evaluate_mode(dataset, target, "hybrid", depth=args.k, progress=False)
+        m = r.metrics
+        label = f"{f.method} alpha={f.alpha}" if f.method == "minmax" else f"rrf k={f.rrf_k}"
+        print(f"| {label} | " + " | ".join(f"{(m.get(x) or 0):.3f}" for x in
+                                           (metric, "hit@1", "hit@5", "mrr@10", "ndcg@10")) + " |")
+        if best is None or (m.get(metric) or 0) > best[0] + 1e-12:
+            best = (m.get(metric) or 0, label)
+    print(f"\nbest on {dataset.name}/{args.split} by {metric}: {best[1]} ({best[0]:.4f})")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m eval", description="Evaluate reportqa retrieval and answers.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp):
+        sp.add_argument("--dataset", default="report", help="'report' or a BEIR directory (default: report)")
+        sp.add_argument("--split", default="test", help="report: dev|test; BEIR: a qrels split (default: test)")
+        sp.add_argument("--k", type=int, default=10, help="passages per query that count (default 10)")
+        sp.add_argument("--index", type=Path, default=Path("index"), help="index directory for the report set")
+        sp.add_argument("--corpus", type=Path, default=Path("corpus"), help="corpus, if the index must be built")
+        sp.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where built eval indexes are kept")
+        sp.add_argument("--target-tokens", type=int, default=None, help="build with this chunk size instead")
+        sp.add_argument("--threads", type=int, default=None)
+        sp.add_argument("--no-progress", action="store_true")
+
+    r = sub.add_parser("run", help="evaluate modes and write eval/reports/<dataset>-<split>-<date>.{json,md,png}")
+    common(r)
+    r.add_argument("--modes", default="naive,lexical,dense,hybrid,ask",
+                   help=f"comma list from {', '.join(ALL_MODES)} (naive: paragraph chunks, dense, no headings)")
+    r.add_argument("--url", default=None, help="evaluate a running service through its public API instead")
+    r.add_argument("--alpha", type=float, default=None, help="hybrid: weight of the dense score")
+    r.add_argument("--fusion", choices=["minmax", "rrf"], default=None)
+    r.add_argument("--out", type=Path, default=Path("eval/reports"))
+    r.add_argument("--limit", type=int, default=None, help="only the first N queries")
+    r.add_argument("--no-plot", action="store_true")
+    r.add_argument("--no-report", action="store_true", help="print the table only")
+    r.add_argument("--show-misses", action="store_true", help="list queries whose answer is not first")
+    t = sub.add_parser("tune", help="grid-search hybrid fusion on a tuning split (dev, or BEIR train)")
+    common(t)
+    t.add_argument("--metric", default="mrr@10")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return cmd_run(args) if args.command == "run" else cmd_tune(args)
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

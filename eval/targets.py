@@ -1,0 +1,66 @@
+"""What the harness queries: an index directory in this process, or a running service over HTTP.
+
+Both return results in the API's shape, so the same metrics code reads both and gives identical numbers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+API_MAX_K = 50
+
+
+class InProcessTarget:
+    name = "in-process"
+
+    def __init__(self, index_dir: Path, embedder=None, fusion=None, answerer_settings=None) -> None:
+        from indexer.embed import SentenceTransformerEmbedder
+        from indexer.store import load_index
+        from service.retrieval import Retriever
+
+        self.embedder = embedder or SentenceTransformerEmbedder()
+        index = load_index(Path(index_dir), model_name=self.embedder.name, dim=self.embedder.dim)
+        self.retriever = Retriever(index, self.embedder, fusion)
+        self._answerer = None
+        self.index_version = index.version
+
+    def search(self, query: str, k: int, mode: str) -> list[dict]:
+        from service.results import search_response
+
+        return search_response(self.retriever, query, k=k, mode=mode)["results"]
+
+    def ask(self, question: str, k: int = 5) -> dict:
+        from service.answer import Answerer
+
+        if self._answerer is None:
+            self._answerer = Answerer(self.retriever)
+        return self._answerer.ask(question, k=k)
+
+    def close(self) -> None:
+        pass
+
+
+class HttpTarget:
+    name = "http"
+
+    def __init__(self, url: str, timeout: float = 60.0) -> None:
+        self.client = httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
+        r = self.client.get("/readyz")
+        if r.status_code != 200:
+            raise RuntimeError(f"{url} is not ready: {r.status_code} {r.text[:200]}")
+        self.index_version = r.json().get("index_version")
+
+    def search(self, query: str, k: int, mode: str) -> list[dict]:
+        r = self.client.post("/v1/search", json={"query": query, "k": min(k, API_MAX_K), "mode": mode})
+        r.raise_for_status()
+        return r.json()["results"]
+
+    def ask(self, question: str, k: int = 5) -> dict:
+        r = self.client.post("/v1/ask", json={"question": question, "k": k})
+        r.raise_for_status()
+        return r.json()
+
+    def close(self) -> None:
+        self.client.close()

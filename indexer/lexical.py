@@ -1,0 +1,38 @@
+"""The lexical index: BM25 (bm25s, Lucene variant) over stemmed, stop-word-free tokens."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from indexer.text import analyze
+
+logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets itself to DEBUG
+
+K1 = 0.9
+B = 0.4
+
+
+def lexical_settings() -> dict:
+    import bm25s
+
+    return {"engine": "bm25s", "version": bm25s.__version__, "method": "lucene", "k1": K1, "b": B,
+            "analyzer": "regex words, numbers without commas, english stop words, snowball english stemmer"}
+
+
+def build_lexical(texts: list[str]):
+    import bm25s
+
+    retriever = bm25s.BM25(k1=K1, b=B, method="lucene")
+    retriever.index([analyze(t) or ["\x00"] for t in texts], show_progress=False)
+    return retriever
+
+
+def lexical_scores(retriever, query: str) -> np.ndarray:
+    """BM25 score of every chunk for `query` (zeros when no query term is in the vocabulary)."""
+    terms = analyze(query)
+    n = int(retriever.scores["num_docs"]) if isinstance(retriever.scores, dict) else None
+    if not terms:
+        return np.zeros(n or 0, dtype=np.float32)
+    return np.asarray(retriever.get_scores(terms), dtype=np.float32)

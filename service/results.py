@@ -1,0 +1,42 @@
+"""Shaping retrieval hits into the contract's result objects (shared by the API and in-process eval)."""
+
+from __future__ import annotations
+
+import time
+
+from service.retrieval import Hit, Retriever, highlight_spans
+
+CITATION_FIELDS = ("doc_id", "doc_title", "section", "heading_path", "anchor", "url",
+                   "line_start", "line_end", "char_start", "char_end")
+
+
+def citation(chunk: dict) -> dict:
+    return {f: chunk[f] for f in CITATION_FIELDS}
+
+
+def search_result(hit: Hit, rank: int, query: str) -> dict:
+    c = hit.chunk
+    return {
+        "rank": rank,
+        "chunk_id": c["chunk_id"],
+        "score": round(hit.score, 6),
+        "text": c["text"],
+        "tokens": c["tokens"],
+        "highlights": highlight_spans(c["text"], query),
+        "citation": citation(c),
+        "scores": {"dense": None if hit.dense is None else round(hit.dense, 6), "lexical": round(hit.lexical, 6)},
+    }
+
+
+def search_response(retriever: Retriever, query: str, k: int = 10, mode: str = "hybrid",
+                    doc_id: str | None = None, section: str | None = None) -> dict:
+    t0 = time.perf_counter()
+    hits = retriever.search(query, k=k, mode=mode, doc_id=doc_id, section=section)
+    results = [search_result(h, i + 1, query) for i, h in enumerate(hits)]
+    return {
+        "query": query,
+        "mode": mode,
+        "took_ms": round((time.perf_counter() - t0) * 1000, 2),
+        "index_version": retriever.index.version,
+        "results": results,
+    }
