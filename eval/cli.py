@@ -147,9 +147,10 @@ def cmd_tune(args) -> int:
     from service.retrieval import FusionConfig
 
     dataset = load_dataset(args.dataset, args.split)
-    args.alpha, args.fusion = None, None
+    args.alpha, args.fusion, args.url = None, None, None
     target = _targets(args, dataset, ["hybrid"])["hybrid"]
-    grid = [FusionConfig(method="minmax", alpha=a / 10) for a in range(0, 11)] + \
+    grid = [FusionConfig(method="minmax", alpha=a / 10, sentence_weight=w)
+            for w in (0.0, 0.25, 0.5, 0.75, 1.0) for a in range(0, 11)] + \
            [FusionConfig(method="rrf", rrf_k=k) for k in (10, 30, 60)]
     metric = args.metric
     best = None
@@ -159,12 +160,33 @@ def cmd_tune(args) -> int:
         target.retriever.fusion = f
         r = evaluate_mode(dataset, target, "hybrid", depth=args.k, progress=False)
         m = r.metrics
-        label = f"{f.method} alpha={f.alpha}" if f.method == "minmax" else f"rrf k={f.rrf_k}"
+        label = (f"{f.method} alpha={f.alpha} sentence_weight={f.sentence_weight}" if f.method == "minmax"
+                 else f"rrf k={f.rrf_k}")
         print(f"| {label} | " + " | ".join(f"{(m.get(x) or 0):.3f}" for x in
                                            (metric, "hit@1", "hit@5", "mrr@10", "ndcg@10")) + " |")
         if best is None or (m.get(metric) or 0) > best[0] + 1e-12:
             best = (m.get(metric) or 0, label)
     print(f"\nbest on {dataset.name}/{args.split} by {metric}: {best[1]} ({best[0]:.4f})")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from eval.calibrate import calibrate
+    from service.answer import CALIBRATION, Answerer, Calibration
+
+    if args.split == "test":
+        print("error: calibrate on a tuning split (dev), never on test", file=sys.stderr)
+        return 2
+    dataset = load_dataset("report", args.split)
+    args.alpha, args.fusion, args.url = None, None, None
+    target = _targets(args, dataset, ["hybrid"])["hybrid"]
+    answerer = Answerer(target.retriever, Calibration())
+    out = calibrate(dataset, answerer, progress=not args.no_progress)
+    path = args.write or CALIBRATION
+    out["calibration"].save(path, out["metrics"])
+    print(json.dumps({"written": str(path), **out["metrics"],
+                      "sentence_weights": out["calibration"].sentence_weights,
+                      "threshold": out["calibration"].threshold}, indent=1))
     return 0
 
 
@@ -198,6 +220,10 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tune", help="grid-search hybrid fusion on a tuning split (dev, or BEIR train)")
     common(t)
     t.add_argument("--metric", default="mrr@10")
+    c = sub.add_parser("calibrate", help="fit /v1/ask's answer weights and abstention on the dev split")
+    common(c)
+    c.set_defaults(split="dev")
+    c.add_argument("--write", type=Path, default=None, help="where to write (default service/calibration.json)")
     return p
 
 
@@ -205,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return cmd_run(args) if args.command == "run" else cmd_tune(args)
+        return {"run": cmd_run, "tune": cmd_tune, "calibrate": cmd_calibrate}[args.command](args)
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.chunking import ChunkingConfig, Counters, DocumentChunks, chunk_markdown, chunk_record
+from indexer.chunking import (ChunkingConfig, Counters, DocumentChunks, chunk_markdown, chunk_record,
+                              embed_text_for)
 from indexer.embed import Embedder
 from indexer.lexical import build_lexical, lexical_settings
 from indexer.store import index_version, sha256_file, write_index
+from indexer.text import sentence_spans
 from indexer.tokens import count_tokens
 
 log = logging.getLogger(__name__)
@@ -147,8 +149,14 @@ def build_index(
     pieces = [embedder.count_pieces(c["embed_text"]) for c in chunks]
     if max(pieces) > embedder.max_pieces:  # the chunker guarantees this; never index a truncated chunk
         raise CorpusError(f"a chunk has {max(pieces)} word pieces, over the model limit {embedder.max_pieces}")
-    embeddings = embedder.encode([c["embed_text"] for c in chunks], batch_size=batch_size, progress=progress)
-    lexical = build_lexical([lexical_text(c) for c in chunks])
+    sentence_texts: list[str] = []
+    for c in chunks:
+        c["sentences"] = sentence_spans(c["text"]) or [(0, len(c["text"]))]
+        sentence_texts += [embed_text_for(c["heading_path"], c["text"][a:b]) for a, b in c["sentences"]]
+    embeddings = embedder.encode([c["embed_text"] for c in chunks] + sentence_texts, batch_size=batch_size,
+                                 progress=progress)
+    embeddings, sentence_vectors = embeddings[: len(chunks)], embeddings[len(chunks):]
+    lexical = build_lexical([lexical_text(c) for c in chunks], bigrams=config.lexical_bigrams)
 
     built_at = time.time()
     version = index_version(built_at, hashes)
@@ -176,14 +184,16 @@ def build_index(
         "model": {"name": embedder.name, "dim": int(embedder.dim), "max_pieces": int(embedder.max_pieces),
                   "normalized": True, "device": "cpu"},
         "chunker": asdict(config),
-        "lexical": lexical_settings(),
+        "lexical": lexical_settings(config.lexical_bigrams),
         "corpus": {"path": str(corpus), "files": hashes},
         "counts": {"documents": summary.documents, "sections": summary.sections, "chunks": len(chunks),
+                   "sentences": len(sentence_texts),
                    "tokens": total_tokens, "warnings": len(warnings), "truncated_chunks": 0,
                    "max_chunk_pieces": summary.max_chunk_pieces},
         "warnings": warnings,
     }
     summary.seconds = time.time() - t0
     manifest["build_seconds"] = round(summary.seconds, 2)
-    write_index(Path(out), chunks, documents, np.asarray(embeddings, dtype=np.float32), lexical, manifest)
+    write_index(Path(out), chunks, documents, np.asarray(embeddings, dtype=np.float32), lexical, manifest,
+                sentence_vectors=np.asarray(sentence_vectors, dtype=np.float32))
     return summary

@@ -19,13 +19,14 @@ PLACEHOLDER = re.compile(r"^\s*(content needed|tbd|todo|coming soon|lorem ipsum.
 
 @dataclass(frozen=True)
 class ChunkingConfig:
-    target_tokens: int = 110  # cl100k tokens a chunk aims at (chosen by measurement, see README)
+    target_tokens: int = 170  # cl100k tokens a chunk aims at (chosen by measurement, see README)
     max_pieces: int = 256  # the embedding model's limit, special tokens included
     min_section_words: int = 4  # fewer words than this (and no number) is a stray fragment
     dedup_jaccard: float = 0.5  # paragraphs this similar to an earlier one are not indexed again
     dedup_min_words: int = 20
     strategy: str = "section"  # "section": pack paragraphs of a section; "paragraph": one paragraph a chunk
     headings_in_embedding: bool = True  # prepend the heading path to the text the model embeds
+    lexical_bigrams: bool = True  # BM25 also indexes pairs of neighbouring terms
 
 
 @dataclass

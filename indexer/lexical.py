@@ -8,30 +8,35 @@ import numpy as np
 
 from indexer.text import analyze
 
-logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets itself to DEBUG
+
+
+def _bm25s():
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets itself to DEBUG on import
+    return bm25s
 
 K1 = 0.9
 B = 0.4
 
 
-def lexical_settings() -> dict:
-    import bm25s
-
+def lexical_settings(bigrams: bool = True) -> dict:
+    """Recorded in the manifest; the service analyzes queries as the index was analyzed."""
+    bm25s = _bm25s()
     return {"engine": "bm25s", "version": bm25s.__version__, "method": "lucene", "k1": K1, "b": B,
+            "bigrams": bigrams,
             "analyzer": "regex words, numbers without commas, english stop words, snowball english stemmer"}
 
 
-def build_lexical(texts: list[str]):
-    import bm25s
-
-    retriever = bm25s.BM25(k1=K1, b=B, method="lucene")
-    retriever.index([analyze(t) or ["\x00"] for t in texts], show_progress=False)
+def build_lexical(texts: list[str], bigrams: bool = True):
+    retriever = _bm25s().BM25(k1=K1, b=B, method="lucene")
+    retriever.index([analyze(t, bigrams) or ["\x00"] for t in texts], show_progress=False)
     return retriever
 
 
-def lexical_scores(retriever, query: str) -> np.ndarray:
+def lexical_scores(retriever, query: str, bigrams: bool = True) -> np.ndarray:
     """BM25 score of every chunk for `query` (zeros when no query term is in the vocabulary)."""
-    terms = analyze(query)
+    terms = analyze(query, bigrams)
     n = int(retriever.scores["num_docs"]) if isinstance(retriever.scores, dict) else None
     if not terms:
         return np.zeros(n or 0, dtype=np.float32)

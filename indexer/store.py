@@ -5,6 +5,8 @@
     <index>/chunks.jsonl      one chunk a line (text, citation fields, tokens, embed_text)
     <index>/documents.json    document metadata
     <index>/dense.faiss       FAISS inner-product index over unit-normalized chunk vectors (row i = chunk i)
+    <index>/sentences.npy     unit-normalized vectors of every chunk's sentences, in chunk order; each chunk
+                              lists its sentence spans (into its text) under "sentences"
     <index>/lexical/          bm25s index over analyzed chunk text (row i = chunk i)
 
 The directory is written under a temporary name beside the target and renamed into place only when every
@@ -34,6 +36,7 @@ MANIFEST = "manifest.json"
 CHUNKS = "chunks.jsonl"
 DOCUMENTS = "documents.json"
 DENSE = "dense.faiss"
+SENTENCES = "sentences.npy"
 LEXICAL = "lexical"
 
 REBUILD_HINT = "rebuild it with: python -m indexer build --corpus corpus --out {path} (or `make index`)"
@@ -59,6 +62,7 @@ class IndexData:
     documents: dict[str, dict]
     dense: object  # faiss.Index
     lexical: object  # bm25s.BM25
+    sentence_vectors: np.ndarray  # (n_sentences, dim)
 
     @property
     def version(self) -> str:
@@ -94,6 +98,7 @@ def write_index(
     embeddings: np.ndarray,
     lexical,
     manifest: dict,
+    sentence_vectors: np.ndarray,
 ) -> Path:
     """Write every file to a temporary directory beside `out`, then rename it into place."""
     import faiss
@@ -110,6 +115,7 @@ def write_index(
         if len(embeddings):
             index.add(np.ascontiguousarray(embeddings, dtype=np.float32))
         faiss.write_index(index, str(tmp / DENSE))
+        np.save(tmp / SENTENCES, np.ascontiguousarray(sentence_vectors, dtype=np.float32))
         lexical.save(str(tmp / LEXICAL), show_progress=False)
         manifest = dict(manifest)
         manifest["schema_version"] = SCHEMA_VERSION
@@ -167,9 +173,11 @@ def check_compatible(manifest: dict, path: Path, model_name: str | None, dim: in
 
 def load_index(path: Path, model_name: str | None = None, dim: int | None = None, verify: bool = True) -> IndexData:
     """Load an index directory, refusing one that is incomplete, corrupt or built for another model."""
-    import bm25s
     import faiss
 
+    from indexer.lexical import _bm25s
+
+    bm25s = _bm25s()
     path = Path(path)
     manifest = read_manifest(path)
     check_compatible(manifest, path, model_name, dim)
@@ -184,7 +192,10 @@ def load_index(path: Path, model_name: str | None = None, dim: int | None = None
     documents = json.loads((path / DOCUMENTS).read_text(encoding="utf-8"))
     dense = faiss.read_index(str(path / DENSE))
     lexical = bm25s.BM25.load(str(path / LEXICAL), show_progress=False, verbosity=0)
-    if dense.ntotal != len(chunks):
-        raise IndexLoadError(f"index at {path}: {dense.ntotal} vectors for {len(chunks)} chunks; "
-                          + REBUILD_HINT.format(path=path))
-    return IndexData(path=path, manifest=manifest, chunks=chunks, documents=documents, dense=dense, lexical=lexical)
+    sentence_vectors = np.load(path / SENTENCES)
+    n_sent = sum(len(c["sentences"]) for c in chunks)
+    if dense.ntotal != len(chunks) or sentence_vectors.shape[0] != n_sent:
+        raise IndexLoadError(f"index at {path}: {dense.ntotal} vectors for {len(chunks)} chunks, "
+                             f"{sentence_vectors.shape[0]} for {n_sent} sentences; " + REBUILD_HINT.format(path=path))
+    return IndexData(path=path, manifest=manifest, chunks=chunks, documents=documents, dense=dense, lexical=lexical,
+                     sentence_vectors=sentence_vectors)

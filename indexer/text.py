@@ -73,9 +73,14 @@ def stem(token: str) -> str:
     return _stemmer().stemWord(token)
 
 
-def analyze(text: str) -> list[str]:
-    """Lexical analysis for BM25: normalized, stop words removed, stemmed."""
-    return [stem(t) for _, _, t in token_spans(text) if t not in STOPWORDS]
+def analyze(text: str, bigrams: bool = False) -> list[str]:
+    """Lexical analysis for BM25: normalized, stop words removed, stemmed; with `bigrams`, each pair of
+    neighbouring terms is added as one more term ("days_china"), so that names made of several words
+    count for more than their words scattered over a passage."""
+    terms = [stem(t) for _, _, t in token_spans(text) if t not in STOPWORDS]
+    if bigrams:
+        terms += [f"{a}_{b}" for a, b in zip(terms, terms[1:])]
+    return terms
 
 
 def word_set(text: str) -> set[str]:

@@ -23,12 +23,17 @@ MODES = ("hybrid", "dense", "lexical")
 class UnknownFilter(ValueError):
     """A filter names a document or section that the index does not hold."""
 
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
 
 @dataclass(frozen=True)
 class FusionConfig:
     """How hybrid mode combines the two retrievers (chosen on the eval dev split, see README)."""
 
     method: str = "minmax"  # "minmax" (convex combination of min-max normalized scores) | "rrf"
+    sentence_weight: float = 0.5  # dense score = (1-w)·cos(chunk) + w·max cos(sentence of the chunk)
     alpha: float = 0.5  # weight of the dense score (minmax)
     candidates: int = 50  # top-N of each retriever that enter the fusion
     rrf_k: int = 60
@@ -84,7 +89,10 @@ def highlight_spans(text: str, query: str) -> list[list[int]]:
     for a, b, t in token_spans(text):
         if t in STOPWORDS or stem(t) not in wanted:
             continue
-        spans.append([a, b])
+        if spans and not text[spans[-1][1] : a].strip():  # "CFN working group" is one highlight
+            spans[-1][1] = b
+        else:
+            spans.append([a, b])
     return spans
 
 
@@ -98,8 +106,12 @@ class Retriever:
         n = index.dense.ntotal
         self.vectors = index.dense.reconstruct_n(0, n) if n else np.zeros((0, embedder.dim), np.float32)
         self.ids = np.array([c["chunk_id"] for c in self.chunks])
+        self.sentence_vectors = index.sentence_vectors
+        counts = np.array([len(c["sentences"]) for c in self.chunks], dtype=np.int64)
+        self.sentence_starts = np.concatenate([[0], np.cumsum(counts)[:-1]]) if len(counts) else counts
         self.doc_ids = {c["doc_id"] for c in self.chunks}
         self._cache = QueryCache(cache_size)
+        self.bigrams = bool(index.manifest.get("lexical", {}).get("bigrams", False))
 
     # -- pieces -------------------------------------------------------------------------------------
     def encode_query(self, query: str) -> np.ndarray:
@@ -117,7 +129,7 @@ class Retriever:
         mask = np.ones(len(self.chunks), dtype=bool)
         if doc_id:
             if doc_id not in self.doc_ids:
-                raise UnknownFilter(f"unknown doc_id {doc_id!r}; GET /v1/index lists the documents")
+                raise UnknownFilter("doc_id", f"unknown doc_id {doc_id!r}; GET /v1/index lists the documents")
             mask &= np.array([c["doc_id"] == doc_id for c in self.chunks])
         if section:
             s = section.strip().lower().lstrip("#")
@@ -126,16 +138,27 @@ class Retriever:
             )
             if not sec.any():
                 raise UnknownFilter(
-                    f"unknown section {section!r}: give a heading (any level of heading_path) or an anchor"
+                    "section", f"unknown section {section!r}: give a heading (any level of heading_path) or an anchor"
                 )
             mask &= sec
         return mask
 
+    def sentence_scores(self, query_vec: np.ndarray) -> np.ndarray:
+        """Cosine of the query with every sentence of every chunk, in chunk order."""
+        return self.sentence_vectors @ query_vec.astype(np.float32)
+
     def dense_scores(self, query_vec: np.ndarray) -> np.ndarray:
-        return self.vectors @ query_vec.astype(np.float32)
+        """Chunk-level cosine blended with the best sentence of the chunk (multi-vector)."""
+        q = query_vec.astype(np.float32)
+        chunk = self.vectors @ q
+        w = self.fusion.sentence_weight
+        if w <= 0 or not len(chunk):
+            return chunk
+        best_sentence = np.maximum.reduceat(self.sentence_scores(q), self.sentence_starts)
+        return (1 - w) * chunk + w * best_sentence
 
     def lexical_scores(self, query: str) -> np.ndarray:
-        s = lexical_scores(self.index.lexical, query)
+        s = lexical_scores(self.index.lexical, query, self.bigrams)
         return s if s.size else np.zeros(len(self.chunks), dtype=np.float32)
 
     # -- search -------------------------------------------------------------------------------------

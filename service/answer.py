@@ -1,0 +1,384 @@
+"""/v1/ask: retrieval, an extractive answer, calibrated abstention and token-exact context packing.
+
+No generation model: the answer is the sentence (or the shortest run of sentences) of the top passages that
+best answers the question. Whether to answer at all is decided by a small logistic model over signals that
+a cosine threshold alone misses (key-term coverage, words the report never uses, answer type, agreement of
+the two retrievers), fitted on the eval `dev` split by `python -m eval calibrate`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from indexer.text import STOPWORDS, sentence_spans, stem, token_spans
+from indexer.tokens import count_tokens, get_encoding
+from service.retrieval import Hit, Retriever, highlight_spans
+from service.results import citation
+
+CALIBRATION = Path(__file__).resolve().parent / "calibration.json"
+NOT_ANSWERED = "The report does not say: none of its passages answers this question."
+
+_NUMBER_Q = re.compile(r"\b(how (many|much|large|big|long|often)|what (percentage|percent|share|number|"
+                       r"proportion|fraction)|by how much)\b", re.I)
+_DATE_Q = re.compile(r"\b(when|what (year|date|month|day)|which (year|month|day))\b", re.I)
+_WHO_Q = re.compile(r"\b(who|whom|whose)\b|\bwhich (person|people|member|company|companies|organi[sz]ations?)\b",
+                    re.I)
+_WHERE_Q = re.compile(r"\b(where|which (city|country|countries|region|regions|university))\b", re.I)
+_NUM_WORDS = re.compile(r"\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|"
+                        r"fifteen|sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|hundred|"
+                        r"thousand|million|billion|dozen)\b", re.I)
+_MONTHS = re.compile(r"\b(january|february|march|april|may|june|july|august|september|october|november|"
+                     r"december)\b", re.I)
+_ANAPHORA = re.compile(r"\b(it|its|they|their|them|this|that|these|those|he|she|his|her|there|the same|"
+                       r"the former|the latter)\b", re.I)
+
+FEATURES = ("dense_top", "sentence_cos", "coverage_top", "coverage_answer", "oov", "rare_missing",
+            "type_match", "agree", "lexical_top")
+
+
+def question_type(q: str) -> str:
+    if _NUMBER_Q.search(q):
+        return "number"
+    if _DATE_Q.search(q):
+        return "date"
+    if _WHO_Q.search(q):
+        return "who"
+    if _WHERE_Q.search(q):
+        return "where"
+    return "other"
+
+
+def type_match(qtype: str, sentence: str, question: str) -> float:
+    if qtype == "number":
+        return 1.0 if re.search(r"\d", sentence) or _NUM_WORDS.search(sentence) else 0.0
+    if qtype == "date":
+        return 1.0 if re.search(r"\d", sentence) or _MONTHS.search(sentence) else 0.0
+    if qtype in ("who", "where"):
+        qwords = {t for _, _, t in token_spans(question)}
+        for i, (a, b, t) in enumerate(token_spans(sentence)):
+            word = sentence[a:b]
+            if word[:1].isupper() and t not in qwords and t not in STOPWORDS and (i > 0 or qtype == "who"):
+                return 1.0
+        return 0.0
+    return 0.5
+
+
+@dataclass
+class Candidate:
+    passage: int  # index into hits
+    start: int
+    end: int
+    text: str
+    cos: float
+    coverage: float
+    type_ok: float
+    score: float = 0.0
+
+
+@dataclass
+class Calibration:
+    """Logistic models over FEATURES: one for answerability, one for "the answer is right"."""
+
+    mean: list[float] = field(default_factory=lambda: [0.0] * len(FEATURES))
+    scale: list[float] = field(default_factory=lambda: [1.0] * len(FEATURES))
+    answerable_w: list[float] = field(default_factory=lambda: [0.0] * (len(FEATURES) + 1))
+    correct_w: list[float] = field(default_factory=lambda: [0.0] * (len(FEATURES) + 1))
+    threshold: float = 0.5
+    sentence_weights: dict[str, float] = field(
+        default_factory=lambda: {"cos": 1.0, "coverage": 0.6, "passage": 0.3, "type": 0.2})
+    fitted_on: str = "defaults"
+
+    @classmethod
+    def load(cls, path: Path = CALIBRATION) -> Calibration:
+        if not path.is_file():
+            return cls()
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("features") != list(FEATURES):
+            raise ValueError(f"{path} was fitted for other features; run `python -m eval calibrate`")
+        data.pop("features", None)
+        data.pop("metrics", None)
+        return cls(**data)
+
+    def save(self, path: Path = CALIBRATION, metrics: dict | None = None) -> None:
+        data = {"features": list(FEATURES), **self.__dict__, "metrics": metrics or {}}
+        path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+    def _prob(self, w: list[float], x: np.ndarray) -> float:
+        z = (x - np.array(self.mean)) / np.array(self.scale)
+        return float(1 / (1 + math.exp(-(w[0] + float(np.dot(w[1:], z))))))
+
+    def p_answerable(self, x: np.ndarray) -> float:
+        return self._prob(self.answerable_w, x)
+
+    def p_correct(self, x: np.ndarray) -> float:
+        return self._prob(self.correct_w, x)
+
+
+class Answerer:
+    def __init__(self, retriever: Retriever, calibration: Calibration | None = None) -> None:
+        self.r = retriever
+        self.cal = calibration or Calibration.load()
+        df: Counter[str] = Counter()
+        for c in retriever.chunks:
+            df.update({stem(t) for _, _, t in token_spans(c["embed_text"]) if t not in STOPWORDS})
+        self.n_docs = max(1, len(retriever.chunks))
+        self.df = df
+
+    # -- signals ------------------------------------------------------------------------------------
+    def idf(self, term: str) -> float:
+        d = self.df.get(term, 0)
+        return math.log(1 + (self.n_docs - d + 0.5) / (d + 0.5))
+
+    def key_terms(self, question: str) -> list[str]:
+        return list(dict.fromkeys(stem(t) for _, _, t in token_spans(question) if t not in STOPWORDS))
+
+    def coverage(self, terms: list[str], text: str) -> float:
+        """IDF-weighted share of the question's terms that occur in `text`."""
+        if not terms:
+            return 0.0
+        have = {stem(t) for _, _, t in token_spans(text)}
+        total = sum(self.idf(t) for t in terms)
+        return sum(self.idf(t) for t in terms if t in have) / total if total else 0.0
+
+    def retrieval_query(self, question: str, history: list[dict]) -> str:
+        """A follow-up ("Which of its members…") is searched together with the user's previous turns."""
+        users = [t["content"] for t in history if t["role"] == "user" and t["content"].strip()]
+        if not users:
+            return question
+        content_words = [t for _, _, t in token_spans(question) if t not in STOPWORDS]
+        if _ANAPHORA.search(question) or len(content_words) <= 3:
+            return " ".join(users[-2:] + [question])
+        return question
+
+    # -- answer -------------------------------------------------------------------------------------
+    def candidates(self, question: str, qvec: np.ndarray, hits: list[Hit], top_passages: int = 5) -> list[Candidate]:
+        terms = self.key_terms(question)
+        qtype = question_type(question)
+        sims = self.r.sentence_scores(qvec)
+        w = self.cal.sentence_weights
+        best_fused = max((h.score for h in hits), default=1.0) or 1.0
+        out = []
+        for pi, h in enumerate(hits[:top_passages]):
+            c = h.chunk
+            start = int(self.r.sentence_starts[h.index])
+            heading = " ".join(c["heading_path"])
+            for si, (a, b) in enumerate(c["sentences"]):
+                text = c["text"][a:b]
+                cov = self.coverage(terms, heading + " " + text)
+                tm = type_match(qtype, text, question)
+                cand = Candidate(pi, a, b, text, float(sims[start + si]), cov, tm)
+                cand.score = (w["cos"] * cand.cos + w["coverage"] * cov + w["type"] * tm
+                              + w["passage"] * (h.score / best_fused if best_fused > 0 else 0))
+                out.append(cand)
+        out.sort(key=lambda x: (-x.score, x.passage, x.start))
+        return out
+
+    def answer_span(self, hits: list[Hit], best: Candidate) -> tuple[int, int]:
+        """The best sentence; when it introduces a list (ends with a colon), the list too."""
+        c = hits[best.passage].chunk
+        spans = c["sentences"]
+        i = next(j for j, (a, _) in enumerate(spans) if a == best.start)
+        end = best.end
+        if best.text.rstrip().endswith(":"):
+            for a, b in spans[i + 1 : i + 13]:
+                piece = c["text"][a:b].strip()
+                if piece.startswith("- "):
+                    end = b
+                elif not piece.endswith(":"):
+                    break
+        return best.start, end
+
+    def features(self, question: str, qvec: np.ndarray, hits: list[Hit], best: Candidate | None,
+                 lexical_top: float) -> np.ndarray:
+        terms = self.key_terms(question)
+        if not hits:
+            return np.zeros(len(FEATURES))
+        top = hits[0].chunk
+        idf_total = sum(self.idf(t) for t in terms) or 1.0
+        oov = sum(self.idf(t) for t in terms if t not in self.df) / idf_total if terms else 1.0
+        ans_text = (" ".join(hits[best.passage].chunk["heading_path"]) + " " + best.text) if best else ""
+        have = {stem(t) for _, _, t in token_spans(ans_text + " " + top["embed_text"])}
+        rare = sorted(terms, key=self.idf, reverse=True)[:2]
+        rare_missing = sum(1.0 for t in rare if t not in have) / max(1, len(rare))
+        dense_all = self.r.dense_scores(qvec)
+        agree = 1.0 if int(np.argmax(dense_all)) == hits[0].index else 0.0
+        x = {
+            "dense_top": float(max(h.dense or 0.0 for h in hits)),
+            "sentence_cos": best.cos if best else 0.0,
+            "coverage_top": self.coverage(terms, top["embed_text"]),
+            "coverage_answer": best.coverage if best else 0.0,
+            "oov": oov,
+            "rare_missing": rare_missing,
+            "type_match": best.type_ok if best else 0.0,
+            "agree": agree,
+            "lexical_top": math.log1p(max(0.0, lexical_top)),
+        }
+        return np.array([x[f] for f in FEATURES], dtype=np.float64)
+
+    def analyze(self, question: str, k: int = 5, history: list[dict] | None = None) -> dict:
+        """Retrieval, candidates and signals; what ask() and calibration share."""
+        rq = self.retrieval_query(question, history or [])
+        qvec = self.r.encode_query(rq)
+        hits = self.r.search(rq, k=max(k, 5), mode="hybrid", query_vec=qvec)
+        cands = self.candidates(question if rq == question else rq, qvec, hits)
+        best = cands[0] if cands else None
+        lex_top = float(self.r.lexical_scores(rq).max()) if hits else 0.0
+        x = self.features(rq, qvec, hits, best, lex_top)
+        return {"retrieval_query": rq, "qvec": qvec, "hits": hits, "best": best, "x": x}
+
+    def ask(self, question: str, k: int = 5, max_context_tokens: int = 1500, encoding: str = "cl100k_base",
+            history: list[dict] | None = None) -> dict:
+        t0 = time.perf_counter()
+        enc = get_encoding(encoding)  # UnknownEncoding → 422
+        a = self.analyze(question, k, history)
+        hits, best, x = a["hits"][:k], a["best"], a["x"]
+        if best is not None and best.passage >= len(hits):
+            best = None
+        p_ans = self.cal.p_answerable(x)
+        answerable = best is not None and p_ans >= self.cal.threshold
+        passages, order = merge_passages(hits, question)
+        answer_n = None
+        answer_text = NOT_ANSWERED
+        if answerable:
+            s, e = self.answer_span(hits, best)
+            answer_text = hits[best.passage].chunk["text"][s:e].strip()
+            answer_n = order[best.passage]
+        _, used, _ = pack_context(passages, max_context_tokens, enc, must=answer_n)  # which passages fit
+        passages = [p for p in passages if p["n"] in used]
+        renumber = {old: new for new, old in enumerate(sorted(used), start=1)}
+        for p in passages:
+            p["n"] = p["rank"] = renumber[p["n"]]
+        answer_n = renumber[answer_n] if answer_n is not None else None
+        context, used, n_tokens = pack_context(passages, max_context_tokens, enc, must=answer_n)  # exact
+        passages = [p for p in passages if p["n"] in used]
+        for p in passages:
+            p.pop("_offsets", None)
+        confidence = self.cal.p_correct(x) if answerable else 1.0 - p_ans
+        return {
+            "question": question,
+            "answerable": bool(answerable),
+            "confidence": round(float(min(1.0, max(0.0, confidence))), 4),
+            "answer": {"text": answer_text, "citations": [answer_n] if answerable else []},
+            "passages": passages,
+            "context": context,
+            "context_tokens": n_tokens,
+            "took_ms": round((time.perf_counter() - t0) * 1000, 2),
+            "index_version": self.r.index.version,
+            "retrieval_query": a["retrieval_query"],
+        }
+
+
+class BudgetTooSmall(ValueError):
+    def __init__(self, budget: int, needed: int) -> None:
+        super().__init__(f"max_context_tokens={budget} is too small for even one passage: the smallest "
+                         f"complete passage excerpt needs {needed} tokens")
+        self.budget, self.needed = budget, needed
+
+
+def merge_passages(hits: list[Hit], query: str) -> tuple[list[dict], dict[int, int]]:
+    """Number the hits 1.. in rank order, merging chunks that are neighbours in one section.
+
+    Returns the passages and, for each hit index, the number of the passage that holds it.
+    """
+    groups: list[list[int]] = []
+    for i, h in enumerate(hits):
+        c = h.chunk
+        for g in groups:
+            members = [hits[j].chunk for j in g]
+            same = all(m["doc_id"] == c["doc_id"] and m["section_index"] == c["section_index"] for m in members)
+            ords = [m["ordinal"] for m in members]
+            if same and (c["ordinal"] == min(ords) - 1 or c["ordinal"] == max(ords) + 1):
+                g.append(i)
+                break
+        else:
+            groups.append([i])
+    passages, order = [], {}
+    for n, g in enumerate(groups, start=1):
+        members = sorted(g, key=lambda j: hits[j].chunk["ordinal"])
+        chunks = [hits[j].chunk for j in members]
+        text = "\n\n".join(c["text"] for c in chunks)
+        cit = citation(chunks[0])
+        cit.update(line_end=chunks[-1]["line_end"], char_end=chunks[-1]["char_end"])
+        lead = hits[g[0]]
+        passages.append({
+            "n": n,
+            "rank": n,
+            "chunk_id": lead.chunk["chunk_id"],
+            "chunk_ids": [c["chunk_id"] for c in chunks],
+            "score": round(lead.score, 6),
+            "text": text,
+            "tokens": count_tokens(text),
+            "highlights": highlight_spans(text, query),
+            "citation": cit,
+            "scores": {"dense": None if lead.dense is None else round(lead.dense, 6),
+                       "lexical": round(lead.lexical, 6)},
+            "_offsets": _chunk_offsets(chunks),
+        })
+        for j in g:
+            order[j] = n
+    return passages, order
+
+
+def _chunk_offsets(chunks: list[dict]) -> list[tuple[int, int]]:
+    """Sentence spans of the merged text (the chunks' own, shifted)."""
+    spans, shift = [], 0
+    for c in chunks:
+        spans += [(a + shift, b + shift) for a, b in c["sentences"]]
+        shift += len(c["text"]) + 2
+    return spans
+
+
+def _block(p: dict, text: str) -> str:
+    return f"[{p['n']}] {' > '.join(p['citation']['heading_path']) or p['citation']['doc_title']}\n{text}"
+
+
+def _renumber_context(context: str, renumber: dict[int, int]) -> str:
+    return re.sub(r"(?m)^\[(\d+)\] ", lambda m: f"[{renumber.get(int(m.group(1)), int(m.group(1)))}] ", context)
+
+
+def pack_context(passages: list[dict], budget: int, enc, must: int | None = None) -> tuple[str, set[int], int]:
+    """Numbered passages, whole sentences only, whose total token count is at most `budget`.
+
+    Passages go in by number (the one holding the answer first if it is not already); one that does not fit
+    whole keeps its leading sentences that do. Each passage's token count is set here, exactly.
+    """
+    def count(s: str) -> int:
+        return len(enc.encode(s, disallowed_special=()))
+
+    order = sorted(passages, key=lambda p: (p["n"] != must, p["n"])) if must else list(passages)
+    blocks: dict[int, str] = {}
+    smallest = None
+
+    def render() -> str:
+        return "\n\n".join(blocks[n] for n in sorted(blocks))
+
+    for p in order:
+        full = _block(p, p["text"])
+        blocks[p["n"]] = full
+        if count(render()) <= budget:
+            continue
+        del blocks[p["n"]]
+        spans = p.get("_offsets") or sentence_spans(p["text"])
+        kept = None
+        for j in range(len(spans) - 1, 0, -1):
+            excerpt = p["text"][spans[0][0] : spans[j - 1][1]]
+            blocks[p["n"]] = _block(p, excerpt + " …")
+            if count(render()) <= budget:
+                kept = excerpt
+                break
+            del blocks[p["n"]]
+        if kept is None and spans:
+            need = count(_block(p, p["text"][spans[0][0] : spans[0][1]] + " …"))
+            smallest = need if smallest is None else min(smallest, need)
+    if not blocks or (must is not None and must not in blocks):
+        raise BudgetTooSmall(budget, smallest or budget + 1)
+    context = render()
+    return context, set(blocks), count(context)

@@ -1,0 +1,35 @@
+"""POST /v1/ask: the chat-bot backend."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+
+from service.answer import BudgetTooSmall
+from service.deps import MetricsDep, ReadyDep
+from service.errors import BadInput
+from service.routes.search import check_text
+from service.schemas import AskRequest, AskResponse
+
+router = APIRouter(prefix="/v1", tags=["ask"])
+
+
+@router.post("/ask", response_model=AskResponse, summary="Extractive answer, abstention and LLM-ready context")
+async def ask(req: AskRequest, res: ReadyDep, metrics: MetricsDep) -> dict:
+    s = res.settings
+    question = check_text(req.question, ["body", "question"], s.max_query_chars)
+    if len(req.history) > s.max_history_turns:
+        raise BadInput(["body", "history"], f"has {len(req.history)} turns; the limit is {s.max_history_turns}. "
+                       "Send only the most recent turns.", "too_long")
+    total = sum(len(t.content) for t in req.history)
+    if total > s.max_history_chars:
+        raise BadInput(["body", "history"], f"holds {total} characters; the limit is {s.max_history_chars}. "
+                       "Send fewer or shorter turns.", "too_long")
+    history = [t.model_dump() for t in req.history]
+    try:
+        out = await run_in_threadpool(res.answerer.ask, question, req.k, req.max_context_tokens, req.encoding,
+                                      history)
+    except BudgetTooSmall as e:
+        raise BadInput(["body", "max_context_tokens"], str(e), "budget_too_small") from None
+    metrics.count("ask", "answered" if out["answerable"] else "abstained")
+    return out
