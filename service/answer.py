@@ -29,8 +29,9 @@ NOT_ANSWERED = "The report does not say: none of its passages answers this quest
 _NUMBER_Q = re.compile(r"\b(how (many|much|large|big|long|often)|what (percentage|percent|share|number|"
                        r"proportion|fraction)|by how much)\b", re.I)
 _DATE_Q = re.compile(r"\b(when|what (year|date|month|day)|which (year|month|day))\b", re.I)
-_WHO_Q = re.compile(r"\b(who|whom|whose)\b|\bwhich (person|people|member|company|companies|organi[sz]ations?)\b",
-                    re.I)
+_WHO_Q = re.compile(r"\b(who|whom|whose)\b", re.I)
+_ORG_Q = re.compile(r"\b(which|what) (\w+ ){0,2}(company|companies|organi[sz]ations?|firms?|groups?|members?|"
+                    r"projects?|foundations?|communities|university|universities)\b", re.I)
 _WHERE_Q = re.compile(r"\b(where|which (city|country|countries|region|regions|university))\b", re.I)
 _NUM_WORDS = re.compile(r"\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|"
                         r"fifteen|sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|hundred|"
@@ -40,8 +41,8 @@ _MONTHS = re.compile(r"\b(january|february|march|april|may|june|july|august|sept
 _ANAPHORA = re.compile(r"\b(it|its|they|their|them|this|that|these|those|he|she|his|her|there|the same|"
                        r"the former|the latter)\b", re.I)
 
-FEATURES = ("dense_top", "sentence_cos", "coverage_top", "coverage_answer", "oov", "rare_missing",
-            "type_match", "agree", "lexical_top")
+FEATURES = ("dense_top", "sentence_cos", "coverage_top", "coverage_answer", "typed_coverage", "slot_match",
+            "oov", "rare_missing", "entity_missing_answer", "lexical_top")
 
 
 def question_type(q: str) -> str:
@@ -51,24 +52,59 @@ def question_type(q: str) -> str:
         return "date"
     if _WHO_Q.search(q):
         return "who"
+    if _ORG_Q.search(q):
+        return "org"
     if _WHERE_Q.search(q):
         return "where"
     return "other"
 
 
+_YEAR = re.compile(r"^(19|20)\d\d$")
+_UNIT = re.compile(r"\bhow many\s+((?:[\w'-]+\s+){0,4}?)(?:did|does|do|were|was|are|is|have|has|had|will|can|"
+                   r"could|would|in|on|at|of|for|from|to|make|came|come|joined|took|attended|\?|$)", re.I)
+GENERIC_UNITS = {"people", "person", "persons", "times", "time", "new", "total", "individual", "different"}
+
+
+def count_unit(question: str) -> list[str]:
+    """What a "how many …" question counts ("commits", "platinum member"), generic words left out."""
+    m = _UNIT.search(question)
+    if not m:
+        return []
+    words = [t for _, _, t in token_spans(m.group(1)) if t not in STOPWORDS and t not in GENERIC_UNITS]
+    return [stem(w) for w in words]
+
+
+def _has(term: str, stems: set[str]) -> bool:
+    """`term` or a word sharing its first five letters (registered ~ registrations) is among `stems`."""
+    if term in stems:
+        return True
+    return len(term) >= 5 and any(s[:5] == term[:5] for s in stems if len(s) >= 5)
+
+
 def type_match(qtype: str, sentence: str, question: str) -> float:
+    """Does `sentence` hold something of the kind the question asks for (a quantity, a date, a name)?
+
+    Words and numbers the question itself contains do not count: they are not an answer.
+    """
+    qwords = {t for _, _, t in token_spans(question)}
+    tokens = [(sentence[a:b], t) for a, b, t in token_spans(sentence)]
     if qtype == "number":
-        return 1.0 if re.search(r"\d", sentence) or _NUM_WORDS.search(sentence) else 0.0
-    if qtype == "date":
-        return 1.0 if re.search(r"\d", sentence) or _MONTHS.search(sentence) else 0.0
-    if qtype in ("who", "where"):
-        qwords = {t for _, _, t in token_spans(question)}
-        for i, (a, b, t) in enumerate(token_spans(sentence)):
-            word = sentence[a:b]
-            if word[:1].isupper() and t not in qwords and t not in STOPWORDS and (i > 0 or qtype == "who"):
+        for word, t in tokens:
+            if t in qwords or _YEAR.match(t):
+                continue
+            if any(ch.isdigit() for ch in t) or _NUM_WORDS.fullmatch(t):
                 return 1.0
-        return 0.0
-    return 0.5
+        return 1.0 if re.search(r"\d+\s*%", sentence) else 0.0
+    if qtype == "date":
+        return 1.0 if any((any(c.isdigit() for c in t) or _MONTHS.fullmatch(t)) and t not in qwords
+                          for _, t in tokens) else 0.0
+    if qtype in ("who", "where", "org"):
+        # a name: a capitalized word the question does not contain (two in a row for a person)
+        caps = [word[:1].isupper() and t not in qwords and t not in STOPWORDS for word, t in tokens]
+        if qtype == "who":
+            return 1.0 if any(a and b for a, b in zip(caps, caps[1:])) else (0.5 if any(caps) else 0.0)
+        return 1.0 if any(caps[1:]) else 0.0
+    return 1.0
 
 
 @dataclass
@@ -204,21 +240,45 @@ class Answerer:
         top = hits[0].chunk
         idf_total = sum(self.idf(t) for t in terms) or 1.0
         oov = sum(self.idf(t) for t in terms if t not in self.df) / idf_total if terms else 1.0
-        ans_text = (" ".join(hits[best.passage].chunk["heading_path"]) + " " + best.text) if best else ""
-        have = {stem(t) for _, _, t in token_spans(ans_text + " " + top["embed_text"])}
-        rare = sorted(terms, key=self.idf, reverse=True)[:2]
-        rare_missing = sum(1.0 for t in rare if t not in have) / max(1, len(rare))
-        dense_all = self.r.dense_scores(qvec)
-        agree = 1.0 if int(np.argmax(dense_all)) == hits[0].index else 0.0
+        ans_text = ""
+        if best:
+            ans_text = " ".join(hits[best.passage].chunk["heading_path"]) + " " + best.text
+        have_answer = {stem(t) for _, _, t in token_spans(ans_text)}
+        known = [t for t in terms if t in self.df]
+        rare = sorted(known, key=self.idf, reverse=True)[:2]
+        rare_missing = sum(1.0 for t in rare if t not in have_answer) / len(rare) if rare else 1.0
+        entities = [stem(t) for i, (a, b, t) in enumerate(token_spans(question))
+                    if i > 0 and question[a:b][:1].isupper() and t not in STOPWORDS]
+        entity_missing_answer = (sum(1.0 for e in entities if e not in have_answer) / len(entities)) if entities else 0.0
+        # Is there a sentence that both covers the question and holds the kind of thing it asks for?
+        # And one that names every entity of the question and, for "how many X", says X next to a number?
+        qtype = question_type(question)
+        unit = count_unit(question)
+        typed, slot = 0.0, 0.0
+        for h in hits[:3]:
+            heading = " ".join(h.chunk["heading_path"])
+            head_stems = {stem(t) for _, _, t in token_spans(heading)}
+            for a, b in h.chunk["sentences"]:
+                sent = h.chunk["text"][a:b]
+                tm = type_match(qtype, sent, question)
+                if not tm:
+                    continue
+                typed = max(typed, tm * self.coverage(terms, heading + " " + sent))
+                sent_stems = {stem(t) for _, _, t in token_spans(sent)}
+                here = sent_stems | head_stems
+                if tm >= 1 and all(_has(e, here) for e in entities) and all(_has(u, sent_stems) for u in unit) \
+                        and all(_has(r, here) for r in rare[:1]):
+                    slot = 1.0
         x = {
             "dense_top": float(max(h.dense or 0.0 for h in hits)),
             "sentence_cos": best.cos if best else 0.0,
             "coverage_top": self.coverage(terms, top["embed_text"]),
             "coverage_answer": best.coverage if best else 0.0,
+            "typed_coverage": typed,
+            "slot_match": slot,
             "oov": oov,
             "rare_missing": rare_missing,
-            "type_match": best.type_ok if best else 0.0,
-            "agree": agree,
+            "entity_missing_answer": entity_missing_answer,
             "lexical_top": math.log1p(max(0.0, lexical_top)),
         }
         return np.array([x[f] for f in FEATURES], dtype=np.float64)
