@@ -45,8 +45,8 @@ class InProcessTarget:
 class HttpTarget:
     name = "http"
 
-    def __init__(self, url: str, timeout: float = 60.0) -> None:
-        self.client = httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
+    def __init__(self, url: str, timeout: float = 60.0, client: httpx.Client | None = None) -> None:
+        self.client = client or httpx.Client(base_url=url.rstrip("/"), timeout=timeout)
         r = self.client.get("/readyz")
         if r.status_code != 200:
             raise RuntimeError(f"{url} is not ready: {r.status_code} {r.text[:200]}")

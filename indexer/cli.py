@@ -26,7 +26,30 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     b.add_argument("--fake-embedder", action="store_true", help="deterministic hashing embedder (tests only)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    e = sub.add_parser("ensure", help="build the index only if it is missing, stale or incompatible")
+    e.add_argument("--corpus", type=Path, default=Path("corpus"))
+    e.add_argument("--out", type=Path, default=Path("index"))
+    e.add_argument("--no-progress", action="store_true")
     return p
+
+
+def stale_reason(corpus: Path, out: Path) -> str | None:
+    """Why the index at `out` must be rebuilt for `corpus`, or None when it is up to date."""
+    from indexer.build import corpus_files
+    from indexer.embed import DEFAULT_MODEL_NAME
+    from indexer.store import IndexLoadError, check_compatible, read_manifest, sha256_file
+
+    try:
+        manifest = read_manifest(out)
+        check_compatible(manifest, out, DEFAULT_MODEL_NAME, None)
+    except IndexLoadError as e:
+        return str(e).split(";")[0]
+    current = {p.relative_to(corpus).as_posix(): sha256_file(p) for p in corpus_files(corpus)}
+    if manifest.get("corpus", {}).get("files") != current:
+        return "the corpus has changed since the index was built"
+    if manifest.get("chunker", {}).get("target_tokens") != ChunkingConfig.target_tokens:
+        return "the chunker settings have changed"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +57,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     from indexer.build import CorpusError, build_index
     from indexer.embed import FakeEmbedder, SentenceTransformerEmbedder
+
+    if args.command == "ensure":
+        try:
+            reason = stale_reason(args.corpus, args.out)
+        except CorpusError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_CORPUS
+        if reason is None:
+            print(f"index {args.out} is up to date")
+            return 0
+        print(f"building {args.out}: {reason}")
+        args.model_dir, args.threads, args.fake_embedder = None, None, False
+        args.target_tokens, args.batch_size = ChunkingConfig.target_tokens, 32
 
     if args.target_tokens < 16:
         print("error: --target-tokens must be at least 16", file=sys.stderr)

@@ -20,7 +20,9 @@ _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _IMAGE = re.compile(r"!\[([^\]]*)\]\((?:[^()\s]|\([^()]*\))*(?:\s+\"[^\"]*\")?\)")
 _LINK = re.compile(r"\[([^\]]+)\]\((?:[^()\s]|\([^()]*\))*(?:\s+\"[^\"]*\")?\)")
 _AUTOLINK = re.compile(r"<((?:https?|mailto):[^>\s]+)>")
-_HTML_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]*)?/?>")
+# Layout-only tags (<ul/>, <br>, <p>…) are dropped; any other markup (<script>, <img …>) is kept as the
+# characters it is, so that clients show it as text.
+_HTML_TAG = re.compile(r"</?(?:br|hr|ul|ol|li|p|div|span|center|wbr)\b[^<>]*/?>", re.I)
 _EMPHASIS = re.compile(r"(\*{1,3}|_{2,3})(?=\S)(.+?)(?<=\S)\1")
 _HARD_BREAK = re.compile(r"\\$", re.MULTILINE)
 _LIST_ITEM = re.compile(r"^\s*(?:[*+-]|\d+[.)])\s+")

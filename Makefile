@@ -1,0 +1,82 @@
+# reportqa — two commands from nothing: `make serve` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+CORPUS ?= corpus
+INDEX ?= index
+SCIFACT ?= ../shared/datasets/scifact
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: serve test install install-test system-test-deps index eval eval-url calibrate scifact lint compose-check clean
+
+## serve: create .venv, install, build the index from corpus/ if there is none (or it is stale), serve on HOST:PORT
+serve: install
+	$(BIN)/python -m indexer ensure --corpus $(CORPUS) --out $(INDEX)
+	REPORTQA_INDEX_DIR=$(INDEX) HOST=$(HOST) PORT=$(PORT) $(BIN)/python -m service
+
+## test: install what the tests need (Python packages, Debian's chromium) and run the whole suite
+test: install-test system-test-deps
+	$(BIN)/python -m pytest
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, from requirements/torch.txt: the CPU build kept on this machine (see DEVELOPERS.md)
+$(VENV)/.installed: pyproject.toml requirements/torch.txt | $(BIN)/python
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements/torch.txt
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+## system-test-deps: Debian's chromium and chromium-driver for the browser tests
+system-test-deps:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; \
+	fi
+	@/usr/bin/chromium --version
+
+## index: (re)build the index from corpus/
+index: install
+	$(BIN)/python -m indexer build --corpus $(CORPUS) --out $(INDEX)
+
+## eval: the report question set, test split, every mode, in-process (writes eval/reports/)
+eval: install
+	$(BIN)/python -m indexer ensure --corpus $(CORPUS) --out $(INDEX)
+	$(BIN)/python -m eval run --dataset report --split test --index $(INDEX)
+
+## eval-url: the same through a running service's public API (URL=http://127.0.0.1:8000)
+eval-url: install
+	$(BIN)/python -m eval run --dataset report --split test --url $(or $(URL),http://$(HOST):$(PORT)) --modes lexical,dense,hybrid,ask
+
+## calibrate: refit /v1/ask's abstention on the dev split (after changing chunking or ranking)
+calibrate: install
+	$(BIN)/python -m eval calibrate --split dev --index $(INDEX)
+
+## scifact: reproduce the published SciFact numbers (minutes; tuned on train, reported on test)
+scifact: install
+	$(BIN)/python -m eval tune --dataset $(SCIFACT) --split train --metric ndcg@10
+	$(BIN)/python -m eval run --dataset $(SCIFACT) --split test --modes naive,lexical,dense,hybrid
+
+lint: install-test
+	$(BIN)/ruff check indexer service eval tests
+
+## compose-check: validate docker-compose.yml (needs Debian's docker-compose)
+compose-check:
+	docker-compose -f docker-compose.yml config -q
+
+clean:
+	rm -rf $(VENV) $(INDEX) .cache .pytest_cache test-output

@@ -1,0 +1,93 @@
+"""Chunking the real report with the real tokenizer: limits, offsets, placeholders, duplicates, ids."""
+
+import re
+
+from indexer.chunking import ChunkingConfig, Counters, chunk_markdown, chunk_record
+from indexer.markdown import render_block
+from tests.conftest import DOC_ID
+
+
+def _words(s: str) -> list[str]:
+    return re.findall(r"\w+", s)
+
+
+def test_no_chunk_over_the_model_limit_and_none_empty(report_chunks, real_embedder):
+    assert report_chunks.chunks
+    for c in report_chunks.chunks:
+        assert c.text.strip()
+        assert real_embedder.count_pieces(c.embed_text) <= real_embedder.max_pieces
+        assert c.tokens > 0
+
+
+def test_offsets_round_trip(report_chunks, report_text):
+    """The cited source span, rendered, is the chunk's text; lines agree with the character offsets."""
+    for c in report_chunks.chunks:
+        span = report_text[c.char_start : c.char_end]
+        assert span == span.strip()
+        rendered = "\n\n".join(render_block(p) for p in re.split(r"\n\s*\n", span) if render_block(p))
+        assert " ".join(rendered.split()) == " ".join(c.text.split())
+        # every word of the chunk is in the source span, in order (links only lose their markup)
+        src_words = _words(span)
+        pos = 0
+        for w in _words(c.text):
+            pos = src_words.index(w, pos) + 1
+        assert report_text.count("\n", 0, c.char_start) + 1 == c.line_start
+        assert report_text.count("\n", 0, c.char_end) + 1 == c.line_end
+
+
+def test_known_passages_have_their_heading_paths(report_chunks):
+    def find(needle):
+        return next(c for c in report_chunks.chunks if needle in c.text)
+
+    c = find("covers LOKI, Cloud Infrastructure for AI")
+    assert c.heading_path == ["State of OpenInfra in China", "OpenInfra Days China"]
+    assert c.section == "OpenInfra Days China" and c.anchor == "openinfra-days-china"
+    assert c.url == "https://openinfra.dev/annual-report/2023#openinfra-days-china"
+    assert c.line_start <= 195 <= c.line_end
+    assert find("Kata Containers 3.0").heading_path == ["State of OpenInfra in China", "Kata Containers"]
+    assert find("Soumaya Msallem").heading_path == ["Introducing OpenInfra Regional Hubs", "OpenInfra Europe"]
+    assert find("Julia Kreger").section == "Note from the Chair of the OpenInfra Foundation Board of Directors"
+    lss = find("The Large Scale SIG aims")
+    assert lss.anchor == "large-scale-sig-1"
+
+
+def test_placeholders_and_stray_fragments_are_warned_not_indexed(report_chunks):
+    w = "\n".join(report_chunks.warnings)
+    assert "OpenInfra Foundation Associate Members" in w and "CONTENT NEEDED" in w
+    assert "'Large Scale SIG' (line 282)" in w
+    assert not any(c.anchor in ("openinfra-foundation-associate-members", "large-scale-sig")
+                   for c in report_chunks.chunks)
+
+
+def test_near_duplicate_paragraphs_are_indexed_once(report_chunks):
+    texts = [c.text for c in report_chunks.chunks]
+    assert sum("simplification of a past process" in t.lower() for t in texts) == 1
+    assert sum("while i speak of" in t.lower() for t in texts) == 1
+    assert sum("repeats the one at line" in w for w in report_chunks.warnings) == 3
+    # short look-alike labels are not duplicates
+    assert any("advisory board of OpenInfra Asia consists of" in t for t in texts)
+    assert any("advisory board of OpenInfra Europe comprises" in t for t in texts)
+
+
+def test_chunk_ids_are_stable_and_unique(report_text, counters, report_chunks):
+    again = chunk_markdown(DOC_ID, report_text, counters, ChunkingConfig())
+    assert [c.chunk_id for c in again.chunks] == [c.chunk_id for c in report_chunks.chunks]
+    assert len({c.chunk_id for c in report_chunks.chunks}) == len(report_chunks.chunks)
+
+
+def test_tiny_model_limit_splits_at_sentences_without_truncation(report_text):
+    counters = Counters(tokens=lambda s: len(s.split()), pieces=lambda s: len(s.split()) + 2)
+    cfg = ChunkingConfig(max_pieces=48, target_tokens=30)
+    out = chunk_markdown(DOC_ID, report_text, counters, cfg)
+    assert all(counters.pieces(c.embed_text) <= 48 for c in out.chunks)
+    joined = " ".join(c.text for c in out.chunks)
+    assert "Jonathan Bryce" in joined and "Soumaya Msallem" in joined
+
+
+def test_jsonl_record_becomes_one_section_document():
+    counters = Counters(tokens=lambda s: len(s.split()), pieces=lambda s: len(s.split()) + 2)
+    rec = {"_id": "42", "title": "A title", "text": "First sentence here. " * 40}
+    out = chunk_record(rec, 3, 100, 200, counters, ChunkingConfig(max_pieces=64))
+    assert out.doc_id == "42" and len(out.chunks) > 1
+    assert all(c.line_start == 3 and c.heading_path == ["A title"] for c in out.chunks)
+    assert all(counters.pieces(c.embed_text) <= 64 for c in out.chunks)

@@ -1,0 +1,99 @@
+"""Parsing: front matter, headings (ATX and bold-only), anchors, fenced code, inline rendering."""
+
+from indexer.markdown import document_metadata, parse_markdown, render_block, slugify
+
+DOC = """---
+title: Test Doc
+seo:
+  url: https://example.test/doc
+  description: A test
+---
+Intro text before any heading.
+
+# **Top** heading
+
+***Jane Doe, Author***
+
+Para one with a [link](https://x.test/a) and **bold** words.
+
+**Sub part**  
+
+Text of the sub part.
+
+```
+# not a heading
+**not a sub-heading**
+```
+
+## Second
+
+Second text.
+
+## Second
+
+Again.
+
+### Deeper *level*
+
+- item one
+- item [two](https://x.test/b)
+"""
+
+
+def test_front_matter_is_metadata_not_text():
+    parsed = parse_markdown(DOC)
+    meta = document_metadata(parsed.metadata)
+    assert meta == {"title": "Test Doc", "url": "https://example.test/doc", "description": "A test"}
+    all_text = " ".join(b.text for s in parsed.sections for b in s.blocks)
+    assert "templateKey" not in all_text and "example.test/doc" not in all_text
+
+
+def test_heading_paths_bold_subheadings_and_code_fences():
+    parsed = parse_markdown(DOC)
+    paths = [s.heading_path for s in parsed.sections]
+    assert paths == [[], ["Top heading"], ["Top heading", "Sub part"], ["Top heading", "Second"],
+                     ["Top heading", "Second"], ["Top heading", "Second", "Deeper level"]]
+    sub = parsed.sections[2]
+    # the fenced block belongs to "Sub part", and its '#' line opened no section
+    assert any("# not a heading" in b.raw for b in sub.blocks)
+
+
+def test_byline_in_bold_italics_is_text_not_a_heading():
+    top = parse_markdown(DOC).sections[1]
+    assert top.blocks[0].text == "Jane Doe, Author"
+
+
+def test_anchors_are_unique_github_style():
+    anchors = [s.anchor for s in parse_markdown(DOC).sections if s.level]
+    assert anchors == ["top-heading", "sub-part", "second", "second-1", "deeper-level"]
+    assert slugify("OpenInfra Days & Cloud Operator Days") == "openinfra-days--cloud-operator-days"
+
+
+def test_inline_rendering_keeps_link_text_and_drops_markup():
+    assert render_block("A [link](https://x.test/a) and **bold** ![img](i.png) <ul/>") == "A link and bold"
+    assert render_block("- one\n- [two](u)") == "- one\n- two"
+    # markup that is not layout stays as characters (clients must show it as text)
+    assert "<script>" in render_block("x <script>alert(1)</script> y")
+
+
+def test_offsets_and_lines_point_into_the_source():
+    parsed = parse_markdown(DOC)
+    for s in parsed.sections:
+        for b in s.blocks:
+            assert DOC[b.char_start : b.char_end] == b.raw
+            assert DOC.count("\n", 0, b.char_start) + 1 == b.line_start
+            assert DOC.splitlines()[b.line_start - 1].strip() in b.raw
+
+
+def test_report_sections(report_text):
+    parsed = parse_markdown(report_text)
+    by_title = {s.title: s for s in parsed.sections}
+    assert by_title["OpenInfra Days China"].heading_path == ["State of OpenInfra in China", "OpenInfra Days China"]
+    assert by_title["Kata Containers"].heading_path == ["State of OpenInfra in China", "Kata Containers"]
+    assert by_title["OpenInfra Europe"].heading_path == ["Introducing OpenInfra Regional Hubs", "OpenInfra Europe"]
+    # "**Social Media Channels**" is followed by a no-break space in the source: still a sub-heading
+    assert by_title["Social Media Channels"].heading_path[-1] == "Social Media Channels"
+    anchors = [s.anchor for s in parsed.sections if s.title == "Large Scale SIG"]
+    assert anchors == ["large-scale-sig", "large-scale-sig-1"]
+    # the bold line repeating its own heading adds no level
+    assert ["Global Expansion of OpenInfra User Groups"] * 2 not in [s.heading_path for s in parsed.sections]
