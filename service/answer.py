@@ -304,7 +304,7 @@ class Answerer:
             best = None
         p_ans = self.cal.p_answerable(x)
         answerable = best is not None and p_ans >= self.cal.threshold
-        passages, order = merge_passages(hits, question)
+        passages, order = merge_passages(hits, question, self.r.common_terms)
         answer_n = None
         answer_text = NOT_ANSWERED
         if answerable:
@@ -343,7 +343,8 @@ class BudgetTooSmall(ValueError):
         self.budget, self.needed = budget, needed
 
 
-def merge_passages(hits: list[Hit], query: str) -> tuple[list[dict], dict[int, int]]:
+def merge_passages(hits: list[Hit], query: str, common: frozenset[str] = frozenset()
+                   ) -> tuple[list[dict], dict[int, int]]:
     """Number the hits 1.. in rank order, merging chunks that are neighbours in one section.
 
     Returns the passages and, for each hit index, the number of the passage that holds it.
@@ -376,7 +377,7 @@ def merge_passages(hits: list[Hit], query: str) -> tuple[list[dict], dict[int, i
             "score": round(lead.score, 6),
             "text": text,
             "tokens": count_tokens(text),
-            "highlights": highlight_spans(text, query),
+            "highlights": highlight_spans(text, query, common),
             "citation": cit,
             "scores": {"dense": None if lead.dense is None else round(lead.dense, 6),
                        "lexical": round(lead.lexical, 6)},

@@ -14,7 +14,7 @@ def citation(chunk: dict) -> dict:
     return {f: chunk[f] for f in CITATION_FIELDS}
 
 
-def search_result(hit: Hit, rank: int, query: str) -> dict:
+def search_result(hit: Hit, rank: int, query: str, common: frozenset[str] = frozenset()) -> dict:
     c = hit.chunk
     return {
         "rank": rank,
@@ -22,7 +22,7 @@ def search_result(hit: Hit, rank: int, query: str) -> dict:
         "score": round(hit.score, 6),
         "text": c["text"],
         "tokens": c["tokens"],
-        "highlights": highlight_spans(c["text"], query),
+        "highlights": highlight_spans(c["text"], query, common),
         "citation": citation(c),
         "scores": {"dense": None if hit.dense is None else round(hit.dense, 6), "lexical": round(hit.lexical, 6)},
     }
@@ -32,7 +32,7 @@ def search_response(retriever: Retriever, query: str, k: int = 10, mode: str = "
                     doc_id: str | None = None, section: str | None = None) -> dict:
     t0 = time.perf_counter()
     hits = retriever.search(query, k=k, mode=mode, doc_id=doc_id, section=section)
-    results = [search_result(h, i + 1, query) for i, h in enumerate(hits)]
+    results = [search_result(h, i + 1, query, retriever.common_terms) for i, h in enumerate(hits)]
     return {
         "query": query,
         "mode": mode,

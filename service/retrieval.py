@@ -80,9 +80,15 @@ def _minmax(x: np.ndarray) -> np.ndarray:
     return (x - lo) / (hi - lo)
 
 
-def highlight_spans(text: str, query: str) -> list[list[int]]:
-    """Character spans of `text` whose words match a query word (same stem, stop words ignored)."""
+def highlight_spans(text: str, query: str, common: frozenset[str] = frozenset()) -> list[list[int]]:
+    """Character spans of `text` whose words match a query word (same stem, stop words ignored).
+
+    Words in `common` (in most passages of the corpus, like the report's own name) are not marked
+    unless the query has nothing else, so that the marks point at what distinguishes a passage.
+    """
     wanted = {stem(t) for _, _, t in token_spans(query) if t not in STOPWORDS}
+    if wanted - common:
+        wanted -= common
     if not wanted:
         return []
     spans: list[list[int]] = []
@@ -94,6 +100,17 @@ def highlight_spans(text: str, query: str) -> list[list[int]]:
         else:
             spans.append([a, b])
     return spans
+
+
+def _common_terms(chunks: list[dict], share: float = 0.4) -> frozenset[str]:
+    """Stems found in more than `share` of the chunks (never highlighted on their own merit)."""
+    from collections import Counter
+
+    df: Counter[str] = Counter()
+    for c in chunks:
+        df.update({stem(t) for _, _, t in token_spans(c["text"]) if t not in STOPWORDS})
+    limit = max(2, share * len(chunks))
+    return frozenset(t for t, n in df.items() if n > limit)
 
 
 class Retriever:
@@ -112,6 +129,7 @@ class Retriever:
         self.doc_ids = {c["doc_id"] for c in self.chunks}
         self._cache = QueryCache(cache_size)
         self.bigrams = bool(index.manifest.get("lexical", {}).get("bigrams", False))
+        self.common_terms = _common_terms(self.chunks)
 
     # -- pieces -------------------------------------------------------------------------------------
     def encode_query(self, query: str) -> np.ndarray:
