@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 import hashlib
 import json
 import logging
@@ -60,6 +61,8 @@ def _fusion(args):
         kw["alpha"] = args.alpha
     if args.fusion:
         kw["method"] = args.fusion
+    if getattr(args, "sentence_weight", None) is not None:
+        kw["sentence_weight"] = args.sentence_weight
     return FusionConfig(**kw)
 
 
@@ -128,7 +131,7 @@ def cmd_run(args) -> int:
     meta = {"dataset": dataset.name, "split": args.split, "queries": len(dataset.queries),
             "target": args.url or "in-process", "index_version": getattr(first, "index_version", None),
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "k": args.k,
-            "fusion": None if args.url else vars(_fusion(args)) if hasattr(_fusion(args), "__dict__") else None}
+            "fusion": None if args.url else asdict(_fusion(args))}
     print(markdown_table(results))
     if not args.no_report:
         paths = write_reports(results, meta, args.out, plot=not args.no_plot)
@@ -212,6 +215,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--url", default=None, help="evaluate a running service through its public API instead")
     r.add_argument("--alpha", type=float, default=None, help="hybrid: weight of the dense score")
     r.add_argument("--fusion", choices=["minmax", "rrf"], default=None)
+    r.add_argument("--sentence-weight", type=float, default=None,
+                   help="dense: weight of the best sentence against the whole chunk (0 = chunk only)")
     r.add_argument("--out", type=Path, default=Path("eval/reports"))
     r.add_argument("--limit", type=int, default=None, help="only the first N queries")
     r.add_argument("--no-plot", action="store_true")

@@ -103,7 +103,8 @@ def _split_block(source: str, block: Block, index: int) -> list[_Unit]:
     return units
 
 
-def _split_words(unit: _Unit, source: str, fits: Callable[[str], bool]) -> list[_Unit]:
+def _split_words(unit: _Unit, source: str, fits: Callable[[str], bool],
+                 render: Callable[[str], str] = render_block) -> list[_Unit]:
     """Last resort for a single sentence longer than the model limit: split between words."""
     raw = source[unit.start : unit.end]
     words = [(m.start(), m.end()) for m in re.finditer(r"\S+", raw)]
@@ -111,10 +112,10 @@ def _split_words(unit: _Unit, source: str, fits: Callable[[str], bool]) -> list[
     i = 0
     while i < len(words):
         j = i + 1
-        while j < len(words) and fits(render_block(raw[words[i][0] : words[j][1]])):
+        while j < len(words) and fits(render(raw[words[i][0] : words[j][1]])):
             j += 1
         a, b = words[i][0], words[j - 1][1]
-        out.append(_Unit(unit.start + a, unit.start + b, render_block(raw[a:b]), unit.block))
+        out.append(_Unit(unit.start + a, unit.start + b, render(raw[a:b]), unit.block))
         i = j
     return out
 
@@ -299,7 +300,7 @@ def chunk_record(
     units = [_Unit(a, b, text[a:b], 0) for a, b in sentence_spans(text)] or [_Unit(0, len(text), text, 0)]
     expanded: list[_Unit] = []
     for u in units:
-        expanded.extend([u] if fits(u.text) else _split_words(u, text, fits))
+        expanded.extend([u] if fits(u.text) else _split_words(u, text, fits, render=lambda s: s))
     groups: list[list[_Unit]] = []
     for u in expanded:
         if groups and fits(text[groups[-1][0].start : u.end]):

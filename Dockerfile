@@ -1,0 +1,21 @@
+# reportqa service image (CPU only). The index is built at first start into the /data volume.
+FROM python:3.11-slim
+
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
+    HOST=0.0.0.0 PORT=8000 REPORTQA_INDEX_DIR=/data/index
+WORKDIR /app
+
+# torch first, CPU build only (a plain `torch` would pull several GB of CUDA libraries)
+COPY requirements/torch.txt requirements/torch.txt
+RUN pip install --index-url https://download.pytorch.org/whl/cpu -r requirements/torch.txt
+
+COPY pyproject.toml README.md ./
+COPY indexer indexer
+COPY service service
+COPY eval eval
+RUN pip install .
+COPY corpus corpus
+
+EXPOSE 8000
+VOLUME ["/data"]
+CMD ["sh", "-c", "python -m indexer ensure --corpus corpus --out \"$REPORTQA_INDEX_DIR\" --no-progress && exec python -m service"]
