@@ -21,6 +21,7 @@ serve: install
 
 ## test: install what the tests need (Python packages, Debian's chromium) and run the whole suite
 test: install-test system-test-deps
+	$(BIN)/ruff check indexer service eval tests
 	$(BIN)/python -m pytest
 
 $(BIN)/python:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
 import hashlib
 import json
 import logging
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from eval.datasets import Dataset, DatasetError, load_dataset

@@ -9,7 +9,15 @@ from dataclasses import dataclass, field
 from tqdm import tqdm
 
 from eval.datasets import Dataset
-from eval.metrics import abstention_scores, hit_at_k, mean, ndcg_at_k, percentile, recall_at_k, reciprocal_rank
+from eval.metrics import (
+    abstention_scores,
+    hit_at_k,
+    mean,
+    ndcg_at_k,
+    percentile,
+    recall_at_k,
+    reciprocal_rank,
+)
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.chunking import (ChunkingConfig, Counters, DocumentChunks, chunk_markdown, chunk_record,
-                              embed_text_for)
+from indexer.chunking import (
+    ChunkingConfig,
+    Counters,
+    DocumentChunks,
+    chunk_markdown,
+    chunk_record,
+    embed_text_for,
+)
 from indexer.embed import Embedder
 from indexer.lexical import build_lexical, lexical_settings
 from indexer.store import index_version, sha256_file, write_index

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field
 from indexer.markdown import Block, Section, document_metadata, parse_markdown, render_block
 from indexer.text import sentence_spans, word_set
 
-PLACEHOLDER = re.compile(r"^\s*(content needed|tbd|todo|coming soon|lorem ipsum.*|placeholder|xxx+|n/?a)\s*\.?\s*$", re.I)
+PLACEHOLDER = re.compile(
+    r"^\s*(content needed|tbd|todo|coming soon|lorem ipsum.*|placeholder|xxx+|n/?a)\s*\.?\s*$", re.I)
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ def _pack(units: list[_Unit], target: int, fits: Callable[[list[_Unit]], bool]) 
     cur: list[_Unit] = []
     cur_tokens = 0
     remaining = total
-    for i, u in enumerate(units):
+    for _i, u in enumerate(units):
         goal = remaining / max(1, remaining_chunks)
         label_before = bool(cur) and cur[-1].text.rstrip().endswith(":")
         closer = abs(cur_tokens + u.tokens - goal) <= abs(cur_tokens - goal)

@@ -9,7 +9,6 @@ import numpy as np
 from indexer.text import analyze
 
 
-
 def _bm25s():
     import bm25s
 

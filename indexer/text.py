@@ -79,7 +79,7 @@ def analyze(text: str, bigrams: bool = False) -> list[str]:
     count for more than their words scattered over a passage."""
     terms = [stem(t) for _, _, t in token_spans(text) if t not in STOPWORDS]
     if bigrams:
-        terms += [f"{a}_{b}" for a, b in zip(terms, terms[1:])]
+        terms += [f"{a}_{b}" for a, b in zip(terms, terms[1:], strict=False)]
     return terms
 
 

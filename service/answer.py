@@ -20,8 +20,8 @@ import numpy as np
 
 from indexer.text import STOPWORDS, sentence_spans, stem, token_spans
 from indexer.tokens import count_tokens, get_encoding
-from service.retrieval import Hit, Retriever, highlight_spans
 from service.results import citation
+from service.retrieval import Hit, Retriever, highlight_spans
 
 CALIBRATION = Path(__file__).resolve().parent / "calibration.json"
 NOT_ANSWERED = "The report does not say: none of its passages answers this question."
@@ -89,7 +89,7 @@ def type_match(qtype: str, sentence: str, question: str) -> float:
     qwords = {t for _, _, t in token_spans(question)}
     tokens = [(sentence[a:b], t) for a, b, t in token_spans(sentence)]
     if qtype == "number":
-        for word, t in tokens:
+        for _word, t in tokens:
             if t in qwords or _YEAR.match(t):
                 continue
             if any(ch.isdigit() for ch in t) or _NUM_WORDS.fullmatch(t):
@@ -102,7 +102,7 @@ def type_match(qtype: str, sentence: str, question: str) -> float:
         # a name: a capitalized word the question does not contain (two in a row for a person)
         caps = [word[:1].isupper() and t not in qwords and t not in STOPWORDS for word, t in tokens]
         if qtype == "who":
-            return 1.0 if any(a and b for a, b in zip(caps, caps[1:])) else (0.5 if any(caps) else 0.0)
+            return 1.0 if any(a and b for a, b in zip(caps, caps[1:], strict=False)) else (0.5 if any(caps) else 0.0)
         return 1.0 if any(caps[1:]) else 0.0
     return 1.0
 
@@ -249,11 +249,13 @@ class Answerer:
         rare_missing = sum(1.0 for t in rare if t not in have_answer) / len(rare) if rare else 1.0
         entities = [stem(t) for i, (a, b, t) in enumerate(token_spans(question))
                     if i > 0 and question[a:b][:1].isupper() and t not in STOPWORDS]
-        entity_missing_answer = (sum(1.0 for e in entities if e not in have_answer) / len(entities)) if entities else 0.0
+        missing = [e for e in entities if e not in have_answer]
+        entity_missing_answer = len(missing) / len(entities) if entities else 0.0
         # Is there a sentence that both covers the question and holds the kind of thing it asks for?
         # And one that names every entity of the question and, for "how many X", says X next to a number?
         qtype = question_type(question)
         unit = count_unit(question)
+        unknown = [t for t in terms if t not in self.df]  # words the report never uses
         typed, slot = 0.0, 0.0
         for h in hits[:3]:
             heading = " ".join(h.chunk["heading_path"])
@@ -266,8 +268,8 @@ class Answerer:
                 typed = max(typed, tm * self.coverage(terms, heading + " " + sent))
                 sent_stems = {stem(t) for _, _, t in token_spans(sent)}
                 here = sent_stems | head_stems
-                if tm >= 1 and all(_has(e, here) for e in entities) and all(_has(u, sent_stems) for u in unit) \
-                        and all(_has(r, here) for r in rare[:1]):
+                if tm >= 1 and not unknown and all(_has(e, here) for e in entities) \
+                        and all(_has(u, sent_stems) for u in unit) and all(_has(r, here) for r in rare[:1]):
                     slot = 1.0
         x = {
             "dense_top": float(max(h.dense or 0.0 for h in hits)),

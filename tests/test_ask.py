@@ -74,7 +74,7 @@ def test_context_is_numbered_with_section_paths_and_no_duplicate_text(client):
     paras = [p for p in ctx.split("\n\n") if not p.startswith("[") and len(p) > 40]  # labels may repeat
     assert len(paras) == len(set(paras))
     spans = sorted((p["citation"]["char_start"], p["citation"]["char_end"]) for p in body["passages"])
-    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))  # no source text twice
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))  # no source text twice
     # neighbouring chunks of one section come back as one passage
     keys = [(p["citation"]["section"], p["citation"]["line_start"]) for p in body["passages"]]
     assert len(keys) == len(set(keys))

@@ -4,8 +4,16 @@ import math
 
 import pytest
 
-from eval.metrics import (abstention_scores, hit_at_k, mean, ndcg_at_k, parse_metric, percentile, recall_at_k,
-                          reciprocal_rank)
+from eval.metrics import (
+    abstention_scores,
+    hit_at_k,
+    mean,
+    ndcg_at_k,
+    parse_metric,
+    percentile,
+    recall_at_k,
+    reciprocal_rank,
+)
 
 
 def test_hit_at_k_folds_case_and_space():
