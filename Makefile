@@ -12,7 +12,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: serve test install install-test system-test-deps index eval eval-url calibrate scifact lint compose-check clean
+.PHONY: serve test install install-test system-test-deps index eval eval-url calibrate scifact bench lint compose-check clean
 
 ## serve: create .venv, install, build the index from corpus/ if there is none (or it is stale), serve on HOST:PORT
 serve: install
@@ -71,7 +71,12 @@ calibrate: install
 ## scifact: reproduce the published SciFact numbers (minutes; tuned on train, reported on test)
 scifact: install
 	$(BIN)/python -m eval tune --dataset $(SCIFACT) --split train --metric ndcg@10
-	$(BIN)/python -m eval run --dataset $(SCIFACT) --split test --modes naive,lexical,dense,hybrid
+	$(BIN)/python -m eval run --dataset $(SCIFACT) --split test --modes lexical,dense,hybrid --sentence-weight 0 \
+		--alpha $(or $(ALPHA),0.3)
+
+## bench: index build seconds, search and ask latency percentiles, memory (prints figures)
+bench: install
+	$(BIN)/python -m eval bench --corpus $(CORPUS)
 
 lint: install-test
 	$(BIN)/ruff check indexer service eval tests

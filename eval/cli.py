@@ -193,6 +193,13 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from eval.bench import bench
+
+    print(bench(args.corpus, repeats=args.repeats, url=args.url))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m eval", description="Evaluate reportqa retrieval and answers.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -229,6 +236,10 @@ def _parser() -> argparse.ArgumentParser:
     common(c)
     c.set_defaults(split="dev")
     c.add_argument("--write", type=Path, default=None, help="where to write (default service/calibration.json)")
+    b = sub.add_parser("bench", help="index build seconds, search/ask latency percentiles, memory")
+    b.add_argument("--corpus", type=Path, default=Path("corpus"))
+    b.add_argument("--repeats", type=int, default=3)
+    b.add_argument("--url", default=None, help="also time a running service end to end")
     return p
 
 
@@ -236,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return {"run": cmd_run, "tune": cmd_tune, "calibrate": cmd_calibrate}[args.command](args)
+        return {"run": cmd_run, "tune": cmd_tune, "calibrate": cmd_calibrate, "bench": cmd_bench}[args.command](args)
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,60 @@
+"""`python -m eval bench`: index build time, search and ask latency, memory. Prints figures; asserts nothing.
+
+Latency is measured in-process (what the service adds on top is HTTP parsing and JSON encoding) and, with
+--url, end to end against a running service.
+"""
+
+from __future__ import annotations
+
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+from eval.datasets import load_report_set
+from eval.metrics import percentile
+
+
+def _row(name: str, ms: list[float]) -> str:
+    return (f"| {name} | {len(ms)} | {percentile(ms, 50):.2f} | {percentile(ms, 95):.2f} | "
+            f"{percentile(ms, 99):.2f} |")
+
+
+def bench(corpus: Path, repeats: int = 3, url: str | None = None) -> str:
+    from eval.targets import HttpTarget, InProcessTarget
+    from indexer.build import build_index
+    from indexer.embed import SentenceTransformerEmbedder
+
+    lines = []
+    t0 = time.perf_counter()
+    embedder = SentenceTransformerEmbedder()
+    load_s = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        summary = build_index(corpus, Path(tmp) / "index", embedder)
+        build_s = time.perf_counter() - t0
+        lines.append(f"model load {load_s:.2f} s; index build {build_s:.2f} s "
+                     f"({summary.chunks} chunks, {summary.tokens} tokens)")
+        target = HttpTarget(url) if url else InProcessTarget(Path(tmp) / "index", embedder=embedder)
+        questions = [q.text for s in ("dev", "test") for q in load_report_set(s).queries]
+        lines += ["", f"| {'http ' + url if url else 'in-process'} | n | p50 ms | p95 ms | p99 ms |",
+                  "|---|---|---|---|---|"]
+        for mode in ("lexical", "dense", "hybrid"):
+            for cold in (True, False):
+                ms = []
+                for _ in range(1 if cold else repeats):
+                    for q in questions:
+                        q2 = q if not cold else q + " ?"  # first sight of a query: encoded, not cached
+                        t = time.perf_counter()
+                        target.search(q2, 10, mode)
+                        ms.append((time.perf_counter() - t) * 1000)
+                lines.append(_row(f"search {mode} ({'new query' if cold else 'repeated query'})", ms))
+        ms = []
+        for q in questions:
+            t = time.perf_counter()
+            target.ask(q + " ")
+            ms.append((time.perf_counter() - t) * 1000)
+        lines.append(_row("ask (k=5, 1500-token context)", ms))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    lines += ["", f"peak resident memory of this process: {rss:.0f} MiB"]
+    return "\n".join(lines)
