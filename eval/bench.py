@@ -20,6 +20,39 @@ def _row(name: str, ms: list[float]) -> str:
             f"{percentile(ms, 99):.2f} |")
 
 
+def healthz_under_load(url: str, questions: list[str], seconds: float = 8.0, workers: int = 4) -> str:
+    """/healthz latency while `workers` threads keep the service busy with searches it has not seen."""
+    import threading
+
+    import httpx
+
+    stop = time.perf_counter() + seconds
+    done = [0]
+
+    def load(w: int) -> None:
+        with httpx.Client(base_url=url, timeout=30) as c:
+            i = 0
+            while time.perf_counter() < stop:
+                c.get("/v1/search", params={"q": f"{questions[i % len(questions)]} {w}-{i}"})
+                done[0] += 1
+                i += 1
+
+    threads = [threading.Thread(target=load, args=(w,)) for w in range(workers)]
+    for t in threads:
+        t.start()
+    ms = []
+    with httpx.Client(base_url=url, timeout=30) as c:
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            c.get("/healthz")
+            ms.append((time.perf_counter() - t0) * 1000)
+            time.sleep(0.05)
+    for t in threads:
+        t.join()
+    return (f"/healthz while {workers} clients search ({done[0] / seconds:.0f} searches/s): "
+            f"p50 {percentile(ms, 50):.1f} ms, p99 {percentile(ms, 99):.1f} ms over {len(ms)} probes")
+
+
 def bench(corpus: Path, repeats: int = 3, url: str | None = None) -> str:
     from eval.targets import HttpTarget, InProcessTarget
     from indexer.build import build_index
@@ -55,6 +88,8 @@ def bench(corpus: Path, repeats: int = 3, url: str | None = None) -> str:
             target.ask(q + " ")
             ms.append((time.perf_counter() - t) * 1000)
         lines.append(_row("ask (k=5, 1500-token context)", ms))
+    if url:
+        lines += ["", healthz_under_load(url, questions)]
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     lines += ["", f"peak resident memory of this process: {rss:.0f} MiB"]
     return "\n".join(lines)
