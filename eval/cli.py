@@ -165,7 +165,7 @@ def cmd_tune(args) -> int:
         m = r.metrics
         label = (f"{f.method} alpha={f.alpha} sentence_weight={f.sentence_weight}" if f.method == "minmax"
                  else f"rrf k={f.rrf_k}")
-        print(f"| {label} | " + " | ".join(f"{(m.get(x) or 0):.3f}" for x in
+        print(f"| {label} | " + " | ".join("–" if m.get(x) is None else f"{m[x]:.3f}" for x in
                                            (metric, "hit@1", "hit@5", "mrr@10", "ndcg@10")) + " |")
         if best is None or (m.get(metric) or 0) > best[0] + 1e-12:
             best = (m.get(metric) or 0, label)
@@ -190,6 +190,24 @@ def cmd_calibrate(args) -> int:
     print(json.dumps({"written": str(path), **out["metrics"],
                       "sentence_weights": out["calibration"].sentence_weights,
                       "threshold": out["calibration"].threshold}, indent=1))
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from eval.reproduce import bm25_protocol, mteb_dense_protocol
+    from indexer.embed import SentenceTransformerEmbedder
+
+    dataset = load_dataset(args.dataset, args.split)
+    if dataset.corpus_file is None:
+        print("error: reproduce takes a BEIR directory", file=sys.stderr)
+        return 2
+    rows = [("BM25, bm25s k1=0.9 b=0.4, stemmed, whole documents", bm25_protocol(dataset))]
+    rows.append(("all-MiniLM-L6-v2 dense, title + text truncated at 256 (MTEB)",
+                 mteb_dense_protocol(dataset, SentenceTransformerEmbedder(threads=args.threads), args.cache)))
+    print(f"| protocol ({dataset.name}/{args.split}, {len(dataset.queries)} queries) | ndcg@10 | recall@100 |")
+    print("|---|---|---|")
+    for name, m in rows:
+        print(f"| {name} | {m['ndcg@10']:.3f} | {m['recall@100']:.3f} |")
     return 0
 
 
@@ -236,6 +254,8 @@ def _parser() -> argparse.ArgumentParser:
     common(c)
     c.set_defaults(split="dev")
     c.add_argument("--write", type=Path, default=None, help="where to write (default service/calibration.json)")
+    rp = sub.add_parser("reproduce", help="published BM25 and MTEB dense protocols on a BEIR data set")
+    common(rp)
     b = sub.add_parser("bench", help="index build seconds, search/ask latency percentiles, memory")
     b.add_argument("--corpus", type=Path, default=Path("corpus"))
     b.add_argument("--repeats", type=int, default=3)
@@ -247,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return {"run": cmd_run, "tune": cmd_tune, "calibrate": cmd_calibrate, "bench": cmd_bench}[args.command](args)
+        return {"run": cmd_run, "tune": cmd_tune, "calibrate": cmd_calibrate, "bench": cmd_bench,
+                "reproduce": cmd_reproduce}[args.command](args)
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -302,12 +302,11 @@ def chunk_record(
     expanded: list[_Unit] = []
     for u in units:
         expanded.extend([u] if fits(u.text) else _split_words(u, text, fits, render=lambda s: s))
-    groups: list[list[_Unit]] = []
+    # as few chunks as fit the model, of about equal size (not one full chunk and a scrap)
     for u in expanded:
-        if groups and fits(text[groups[-1][0].start : u.end]):
-            groups[-1].append(u)
-        else:
-            groups.append([u])
+        u.tokens = counters.pieces(u.text)
+    groups = _pack(expanded, max(1, config.max_pieces - counters.pieces(title) - 4),
+                   lambda us: fits(text[us[0].start : us[-1].end]))
     for g in groups:
         body = text[g[0].start : g[-1].end]
         out.chunks.append(

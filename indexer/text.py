@@ -7,8 +7,9 @@ from collections.abc import Iterable
 from functools import lru_cache
 
 # Sentence ends at . ! ? (optionally followed by a closing quote or bracket) before white space and a
-# capital letter, digit, quote or bracket; or at a line break (list items, hard breaks).
-_SENT_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[A-Z0-9\"“‘(\[<*])|\n+")
+# capital letter, digit, quote or bracket; or at a line break (list items, hard breaks); or where scraped
+# text lost the space ("disabilities.A line scan").
+_SENT_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[A-Z0-9\"“‘(\[<*])|\n+|(?<=[a-z]{3}[.!?])(?=[A-Z][a-z ])")
 _ABBREV = re.compile(r"(?:\b(?:e\.g|i\.e|etc|vs|Mr|Mrs|Ms|Dr|Prof|Inc|Ltd|Co|St|No|U\.S|approx)\.|\b[A-Z]\.)$")
 
 _TOKEN = re.compile(r"[A-Za-z0-9]+(?:[.,'’][A-Za-z0-9]+)*")

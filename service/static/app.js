@@ -124,8 +124,9 @@
       }
       answerMeta.textContent = `Confidence ${Math.round(data.confidence * 100)}% · extracted from the report`;
     } else {
-      answerText.textContent = "Not in the report: " + data.answer.text;
-      answerMeta.textContent = data.passages.length ? "The closest passages are below." : "";
+      answerText.textContent = data.answer.text;
+      answerMeta.textContent = data.passages.length
+        ? "Not in the report. The closest passages are below, in case they help." : "Not in the report.";
     }
     data.passages.forEach((p) => resultsEl.append(passageItem(p, `[${p.n}]`)));
     setStatus(data.answerable ? "Answer found" : "The report does not answer this", false);
