@@ -161,7 +161,7 @@ def cmd_tune(args) -> int:
     print("|---|---|---|---|---|---|")
     for f in grid:
         target.retriever.fusion = f
-        r = evaluate_mode(dataset, target, "hybrid", depth=args.k, progress=False)
+        r = evaluate_mode(dataset, target, "hybrid", depth=args.k, progress=False, fresh_cache=False)
         m = r.metrics
         label = (f"{f.method} alpha={f.alpha} sentence_weight={f.sentence_weight}" if f.method == "minmax"
                  else f"rrf k={f.rrf_k}")

@@ -26,6 +26,10 @@ class InProcessTarget:
         self._answerer = None
         self.index_version = index.version
 
+    def reset_cache(self) -> None:
+        """Forget cached query vectors, so that each mode's latency includes encoding its queries."""
+        self.retriever.clear_cache()
+
     def search(self, query: str, k: int, mode: str) -> list[dict]:
         from service.results import search_response
 

@@ -131,6 +131,9 @@ class Retriever:
         self.bigrams = bool(index.manifest.get("lexical", {}).get("bigrams", False))
         self.common_terms = _common_terms(self.chunks)
 
+    def clear_cache(self) -> None:
+        self._cache = QueryCache(self._cache.size)
+
     # -- pieces -------------------------------------------------------------------------------------
     def encode_query(self, query: str) -> np.ndarray:
         key = " ".join(query.split())
