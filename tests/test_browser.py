@@ -129,9 +129,11 @@ def test_back_button_restores_the_previous_query(page, server):
     page.fill("#q", "WeChat official accounts")
     page.press("#q", "Enter")
     page.wait_for_function("location.search.includes('WeChat')")
-    page.go_back()
+    page.go_back()  # possibly before the WeChat answer arrived: it must not paint over Kata's
     page.wait_for_function("document.querySelector('#q').value === 'Kata Containers'")
     page.wait_for_function("document.querySelector('#results .path')?.textContent.includes('Kata')")
+    page.wait_for_timeout(600)
+    assert "Kata" in page.locator("#results .path").first.inner_text()
 
 
 def test_ask_mode_shows_an_answer_with_a_citation(page, server):

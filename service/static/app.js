@@ -17,6 +17,7 @@
   let seq = 0;            // only the newest request may paint
   let controller = null;  // aborts the request it replaces
   let lastShown = null;   // "mode|query" on screen
+  let pendingKey = null;  // "mode|query" of the request in flight
 
   function mode() {
     return form.querySelector('input[name="mode"]:checked').value;
@@ -148,6 +149,7 @@
     if (how) updateUrl(query, m, how);
     if (!query) {
       seq++;
+      pendingKey = null;
       if (controller) controller.abort();
       clearResults();
       showError("");
@@ -155,8 +157,10 @@
       lastShown = key;
       return;
     }
-    if (key === lastShown && how !== "push") return;
+    // nothing new to fetch, unless another query is in flight (it would paint over this one)
+    if (how !== "push" && (key === pendingKey || (key === lastShown && !pendingKey))) return;
     const mine = ++seq;
+    pendingKey = key;
     if (controller) controller.abort();
     controller = new AbortController();
     setStatus(m === "ask" ? "Looking for an answer…" : "Searching…", true);
@@ -172,6 +176,7 @@
           { signal: controller.signal });
       const data = await resp.json().catch(() => ({}));
       if (mine !== seq) return;
+      pendingKey = null;
       if (!resp.ok) {
         const why = data.message || (typeof data.detail === "string" ? data.detail : "") || resp.statusText;
         clearResults();
@@ -187,6 +192,7 @@
       if (data.index_version) $("index-version").textContent = `index ${data.index_version}`;
     } catch (err) {
       if (err.name === "AbortError" || mine !== seq) return;
+      pendingKey = null;
       clearResults();
       setStatus("", false);
       showError("The search service cannot be reached. Check your connection and try again.");
