@@ -174,17 +174,35 @@ def test_markup_in_a_document_is_shown_as_text_never_run(page, server):
     shot(page, "05-markup-inert")
 
 
+def test_loading_state(page, server):
+    page.goto(server)
+    held = []
+    page.route("**/v1/search**", lambda route: held.append(route))  # answered only after the screenshot
+    page.fill("#q", "Kata Containers")
+    page.press("#q", "Enter")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('Searching')")
+    assert page.locator("#results").get_attribute("aria-busy") == "true"
+    shot(page, "06-loading")
+    for route in held:
+        try:
+            route.continue_()
+        except Exception:  # a request the page itself aborted (superseded) cannot be continued
+            pass
+    page.unroute("**/v1/search**")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('passage')")
+    assert page.locator("#results").get_attribute("aria-busy") == "false"
+
+
 def test_empty_result_state(page, server):
     page.goto(server)
     page.check('input[name="mode"][value="search"]')
-    page.evaluate("""() => { const s = document.querySelector('#results'); }""")
     page.route("**/v1/search**", lambda route: route.fulfill(
         status=200, content_type="application/json",
         body='{"query":"x","mode":"hybrid","took_ms":1,"index_version":"v","results":[]}'))
     page.fill("#q", "xylophone")
     page.press("#q", "Enter")
     page.wait_for_function("document.querySelector('#status').textContent.includes('No passages')")
-    shot(page, "06-empty-result")
+    shot(page, "06b-empty-result")
 
 
 def test_the_api_going_away_shows_the_error_state(page, server):

@@ -189,7 +189,7 @@
       }
       lastShown = key;
       if (m === "ask") renderAsk(data); else renderSearch(data);
-      if (data.index_version) $("index-version").textContent = `index ${data.index_version}`;
+      if (data.index_version) showVersion(data.index_version);
     } catch (err) {
       if (err.name === "AbortError" || mine !== seq) return;
       pendingKey = null;
@@ -198,6 +198,10 @@
       showError("The search service cannot be reached. Check your connection and try again.");
       lastShown = null;
     }
+  }
+
+  function showVersion(v) {
+    $("index-version").textContent = `Index ${v} · `;
   }
 
   function updateUrl(query, m, how) {
@@ -258,6 +262,8 @@
   });
 
   window.addEventListener("popstate", fromUrl);
+  fetch("/readyz").then((r) => r.json()).then((d) => d.index_version && showVersion(d.index_version))
+    .catch(() => {});
   fromUrl();
   input.focus();
 })();
