@@ -416,6 +416,8 @@ def pack_context(passages: list[dict], budget: int, enc, must: int | None = None
     def count(s: str) -> int:
         return len(enc.encode(s, disallowed_special=()))
 
+    if not passages:  # nothing retrieved: an empty context, not an error
+        return "", set(), 0
     order = sorted(passages, key=lambda p: (p["n"] != must, p["n"])) if must else list(passages)
     blocks: dict[int, str] = {}
     smallest = None

@@ -36,6 +36,9 @@ class FusionConfig:
     sentence_weight: float = 0.5  # dense score = (1-w)·cos(chunk) + w·max cos(sentence of the chunk)
     alpha: float = 0.5  # weight of the dense score (minmax)
     candidates: int = 50  # top-N of each retriever that enter the fusion
+    # hybrid: a passage sharing no term with the query must be at least this close in meaning to be returned
+    # (min-max normalization would otherwise lift unrelated passages when only one passage matches at all)
+    min_dense_without_terms: float = 0.2
     rrf_k: int = 60
 
 
@@ -241,6 +244,9 @@ class Retriever:
         finite = np.flatnonzero(np.isfinite(fused))
         if mode == "lexical":
             finite = finite[lex[finite] > 0]  # a lexical search returns only chunks that share a term
+        elif mode == "hybrid" and dense is not None:
+            keep = (lex[finite] > 0) | (dense[finite] >= self.fusion.min_dense_without_terms)
+            finite = finite[keep]
         order = sorted(finite.tolist(), key=lambda i: (-fused[i], self.ids[i]))[:k]
         return [Hit(i, self.chunks[i], float(fused[i]), None if dense is None else float(dense[i]), float(lex[i]))
                 for i in order]

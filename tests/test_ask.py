@@ -92,7 +92,7 @@ def test_follow_up_uses_history(client):
 
 
 @pytest.mark.parametrize("question", ["What is the boiling point of water?", "How do I bake sourdough bread?",
-                                      "Who won the 2022 football World Cup?"])
+                                      "Who won the 2022 football World Cup?", "zebra quokka xylophone"])
 def test_off_topic_questions_are_not_answered(client, question):
     body = ask(client, question).json()
     assert body["answerable"] is False
