@@ -42,7 +42,8 @@ _ANAPHORA = re.compile(r"\b(it|its|they|their|them|this|that|these|those|he|she|
                        r"the former|the latter)\b", re.I)
 
 FEATURES = ("dense_top", "sentence_cos", "coverage_top", "coverage_answer", "typed_coverage", "slot_match",
-            "oov", "rare_missing", "entity_missing_answer", "lexical_top")
+            "oov", "rare_missing", "entity_missing_answer", "lexical_top",
+            "asks_number", "asks_name")
 
 
 def question_type(q: str) -> str:
@@ -282,6 +283,8 @@ class Answerer:
             "rare_missing": rare_missing,
             "entity_missing_answer": entity_missing_answer,
             "lexical_top": math.log1p(max(0.0, lexical_top)),
+            "asks_number": 1.0 if qtype in ("number", "date") else 0.0,
+            "asks_name": 1.0 if qtype in ("who", "org", "where") else 0.0,
         }
         return np.array([x[f] for f in FEATURES], dtype=np.float64)
 
