@@ -406,10 +406,6 @@ def _block(p: dict, text: str) -> str:
     return f"[{p['n']}] {' > '.join(p['citation']['heading_path']) or p['citation']['doc_title']}\n{text}"
 
 
-def _renumber_context(context: str, renumber: dict[int, int]) -> str:
-    return re.sub(r"(?m)^\[(\d+)\] ", lambda m: f"[{renumber.get(int(m.group(1)), int(m.group(1)))}] ", context)
-
-
 def pack_context(passages: list[dict], budget: int, enc, must: int | None = None) -> tuple[str, set[int], int]:
     """Numbered passages, whole sentences only, whose total token count is at most `budget`.
 
