@@ -102,11 +102,7 @@ def calibrate(dataset: Dataset, answerer, progress: bool = True) -> dict:
             if not q.answers:
                 continue
             cands = answerer.candidates(q.text, a["qvec"], a["hits"])
-            if not cands:
-                hits.append(0.0)
-                continue
-            s, e = answerer.answer_span(a["hits"], cands[0])
-            hits.append(hit_at_k([a["hits"][cands[0].passage].chunk["text"][s:e]], q.answers, 1))
+            hits.append(hit_at_k([answerer.answer_text(a["hits"], cands[0])], q.answers, 1) if cands else 0.0)
         return float(np.mean(hits))
 
     grid = [{"cos": 1.0, "coverage": c, "passage": p, "type": t}
@@ -116,17 +112,13 @@ def calibrate(dataset: Dataset, answerer, progress: bool = True) -> dict:
     answerer.cal.sentence_weights = weights
 
     xs, y_ans, y_ok = [], [], []
-    for q, a in analyses:
-        cands = answerer.candidates(q.text, a["qvec"], a["hits"])
-        best = cands[0] if cands else None
-        lex_top = float(answerer.r.lexical_scores(q.text).max())
-        xs.append(answerer.features(q.text, a["qvec"], a["hits"], best, lex_top))
+    for q in dataset.queries:
+        a = answerer.analyze(q.text, k=5)  # again, now with the chosen sentence weights
+        xs.append(a["x"])
         y_ans.append(1.0 if q.answerable else 0.0)
-        ok = 0.0
-        if q.answers and best is not None:
-            s, e = answerer.answer_span(a["hits"], best)
-            ok = hit_at_k([a["hits"][best.passage].chunk["text"][s:e]], q.answers, 1)
-        y_ok.append(ok)
+        best = a["best"]
+        y_ok.append(hit_at_k([answerer.answer_text(a["hits"], best)], q.answers, 1)
+                    if q.answers and best is not None else 0.0)
     x = np.array(xs)
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale < 1e-6] = 1.0

@@ -15,7 +15,7 @@ API_MAX_K = 50
 class InProcessTarget:
     name = "in-process"
 
-    def __init__(self, index_dir: Path, embedder=None, fusion=None, answerer_settings=None) -> None:
+    def __init__(self, index_dir: Path, embedder=None, fusion=None) -> None:
         from indexer.embed import SentenceTransformerEmbedder
         from indexer.store import load_index
         from service.retrieval import Retriever

@@ -107,7 +107,7 @@ def load_corpus(corpus: Path, counters: Counters, config: ChunkingConfig) -> tup
         hashes[rel] = sha256_file(path)
         if path.suffix.lower() in JSONL_SUFFIXES:
             for d in _jsonl_documents(path, counters, config):
-                d.source = rel  # type: ignore[attr-defined]
+                d.source = rel
                 docs.append(d)
         else:
             try:
@@ -116,7 +116,7 @@ def load_corpus(corpus: Path, counters: Counters, config: ChunkingConfig) -> tup
                 raise CorpusError(f"{path} is not UTF-8 text") from e
             doc_id = path.relative_to(corpus).with_suffix("").as_posix()
             d = chunk_markdown(doc_id, text, counters, config)
-            d.source = rel  # type: ignore[attr-defined]
+            d.source = rel
             docs.append(d)
     seen: set[str] = set()
     for d in docs:
@@ -168,7 +168,7 @@ def build_index(
     version = index_version(built_at, hashes)
     documents = {
         d.doc_id: {"doc_id": d.doc_id, "title": d.title, "url": d.url, "description": d.description,
-                   "source": getattr(d, "source", None), "sections": d.sections, "chunks": len(d.chunks)}
+                   "source": d.source, "sections": d.sections, "chunks": len(d.chunks)}
         for d in docs
     }
     total_tokens = int(sum(c["tokens"] for c in chunks))

@@ -79,6 +79,7 @@ class DocumentChunks:
     chunks: list[Chunk] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     sections: int = 0
+    source: str | None = None  # path of the corpus file, relative to the corpus directory
 
 
 def chunk_id(doc_id: str, heading_path: list[str], text: str) -> str:

@@ -12,7 +12,6 @@ import json
 import math
 import re
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,11 +162,8 @@ class Answerer:
     def __init__(self, retriever: Retriever, calibration: Calibration | None = None) -> None:
         self.r = retriever
         self.cal = calibration or Calibration.load()
-        df: Counter[str] = Counter()
-        for c in retriever.chunks:
-            df.update({stem(t) for _, _, t in token_spans(c["embed_text"]) if t not in STOPWORDS})
         self.n_docs = max(1, len(retriever.chunks))
-        self.df = df
+        self.df = retriever.doc_freq
 
     # -- signals ------------------------------------------------------------------------------------
     def idf(self, term: str) -> float:
@@ -233,6 +229,10 @@ class Answerer:
                     break
         return best.start, end
 
+    def answer_text(self, hits: list[Hit], best: Candidate) -> str:
+        s, e = self.answer_span(hits, best)
+        return hits[best.passage].chunk["text"][s:e].strip()
+
     def features(self, question: str, qvec: np.ndarray, hits: list[Hit], best: Candidate | None,
                  lexical_top: float) -> np.ndarray:
         terms = self.key_terms(question)
@@ -292,10 +292,11 @@ class Answerer:
         """Retrieval, candidates and signals; what ask() and calibration share."""
         rq = self.retrieval_query(question, history or [])
         qvec = self.r.encode_query(rq)
-        hits = self.r.search(rq, k=max(k, 5), mode="hybrid", query_vec=qvec)
+        lexical = self.r.lexical_scores(rq)
+        hits = self.r.search(rq, k=max(k, 5), mode="hybrid", query_vec=qvec, lexical=lexical)
         cands = self.candidates(question if rq == question else rq, qvec, hits)
         best = cands[0] if cands else None
-        lex_top = float(self.r.lexical_scores(rq).max()) if hits else 0.0
+        lex_top = float(lexical.max()) if hits else 0.0
         x = self.features(rq, qvec, hits, best, lex_top)
         return {"retrieval_query": rq, "qvec": qvec, "hits": hits, "best": best, "x": x}
 
@@ -313,8 +314,7 @@ class Answerer:
         answer_n = None
         answer_text = NOT_ANSWERED
         if answerable:
-            s, e = self.answer_span(hits, best)
-            answer_text = hits[best.passage].chunk["text"][s:e].strip()
+            answer_text = self.answer_text(hits, best)
             answer_n = order[best.passage]
         _, used, _ = pack_context(passages, max_context_tokens, enc, must=answer_n)  # which passages fit
         passages = [p for p in passages if p["n"] in used]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 from service.retrieval import Hit, Retriever, highlight_spans
+from service.schemas import Citation
 
-CITATION_FIELDS = ("doc_id", "doc_title", "section", "heading_path", "anchor", "url",
-                   "line_start", "line_end", "char_start", "char_end")
+CITATION_FIELDS = tuple(Citation.model_fields)  # the contract's citation, read off the chunk record
 
 
 def citation(chunk: dict) -> dict:

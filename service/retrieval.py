@@ -7,7 +7,7 @@ corpora of tens of thousands of chunks.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,15 +105,12 @@ def highlight_spans(text: str, query: str, common: frozenset[str] = frozenset())
     return spans
 
 
-def _common_terms(chunks: list[dict], share: float = 0.4) -> frozenset[str]:
-    """Stems found in more than `share` of the chunks (never highlighted on their own merit)."""
-    from collections import Counter
-
+def document_frequencies(chunks: list[dict]) -> Counter[str]:
+    """In how many chunks (heading path included) each stem occurs; stop words left out."""
     df: Counter[str] = Counter()
     for c in chunks:
-        df.update({stem(t) for _, _, t in token_spans(c["text"]) if t not in STOPWORDS})
-    limit = max(2, share * len(chunks))
-    return frozenset(t for t, n in df.items() if n > limit)
+        df.update({stem(t) for _, _, t in token_spans(c["embed_text"]) if t not in STOPWORDS})
+    return df
 
 
 class Retriever:
@@ -132,7 +129,10 @@ class Retriever:
         self.doc_ids = {c["doc_id"] for c in self.chunks}
         self._cache = QueryCache(cache_size)
         self.bigrams = bool(index.manifest.get("lexical", {}).get("bigrams", False))
-        self.common_terms = _common_terms(self.chunks)
+        self.doc_freq = document_frequencies(self.chunks)
+        # stems in more than 40% of the chunks are never highlighted on their own merit
+        limit = max(2, 0.4 * len(self.chunks))
+        self.common_terms = frozenset(t for t, n in self.doc_freq.items() if n > limit)
 
     def clear_cache(self) -> None:
         self._cache = QueryCache(self._cache.size)
@@ -187,7 +187,8 @@ class Retriever:
 
     # -- search -------------------------------------------------------------------------------------
     def score_all(self, query: str, mode: str = "hybrid", query_vec: np.ndarray | None = None,
-                  mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+                  mask: np.ndarray | None = None, lexical: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """(fused score, dense score or None in lexical mode, lexical score) for every chunk.
 
         The fused score is -inf where the mask excludes a chunk.
@@ -195,7 +196,7 @@ class Retriever:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
         n = len(self.chunks)
-        lex = self.lexical_scores(query)
+        lex = lexical if lexical is not None else self.lexical_scores(query)
         dense = None
         if mode != "lexical" or query_vec is not None:
             dense = self.dense_scores(query_vec if query_vec is not None else self.encode_query(query))
@@ -238,9 +239,11 @@ class Retriever:
         return fused
 
     def search(self, query: str, k: int = 10, mode: str = "hybrid", doc_id: str | None = None,
-               section: str | None = None, query_vec: np.ndarray | None = None) -> list[Hit]:
+               section: str | None = None, query_vec: np.ndarray | None = None,
+               lexical: np.ndarray | None = None) -> list[Hit]:
+        """The k best chunks. `query_vec` and `lexical` (BM25 scores) may be passed when already computed."""
         mask = self.filter_mask(doc_id, section)
-        fused, dense, lex = self.score_all(query, mode, query_vec, mask)
+        fused, dense, lex = self.score_all(query, mode, query_vec, mask, lexical)
         finite = np.flatnonzero(np.isfinite(fused))
         if mode == "lexical":
             finite = finite[lex[finite] > 0]  # a lexical search returns only chunks that share a term

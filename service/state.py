@@ -7,9 +7,8 @@ in app.state; nothing lives in module globals.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from indexer.embed import Embedder, SentenceTransformerEmbedder
 from indexer.store import IndexData, IndexLoadError, load_index
@@ -29,7 +28,6 @@ class Resources:
     retriever: Retriever | None = None
     answerer: object | None = None
     loaded_at: float | None = None
-    ready: threading.Event = field(default_factory=threading.Event)
 
     def load(self, embedder: Embedder | None = None) -> None:
         """Load the model and the index; on failure keep the reason for /readyz (never raise)."""
@@ -55,8 +53,6 @@ class Resources:
         except Exception as e:  # model missing, corrupt files: report, do not crash the process
             log.exception("loading failed")
             self._fail(f"{type(e).__name__}: {e}")
-        finally:
-            self.ready.set()
 
     def _fail(self, message: str) -> None:
         self.status = "error"
