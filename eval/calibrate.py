@@ -37,7 +37,7 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 50)
 # Expected direction of each signal (service.answer.FEATURES order): +1 more means answerable, -1 less.
 SIGNS = {"dense_top": 1, "sentence_cos": 1, "coverage_top": 1, "coverage_answer": 1, "typed_coverage": 1,
          "slot_match": 1, "oov": -1, "rare_missing": -1, "entity_missing_answer": -1, "lexical_top": 1,
-         "asks_number": 0, "asks_name": 0}
+         "asks_number": 0, "asks_name": 0, "typed_no_slot": -1}
 
 
 def fit_monotone(x: np.ndarray, y: np.ndarray, signs: list[int], l2: float = 3.0) -> np.ndarray:

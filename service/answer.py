@@ -27,9 +27,19 @@ NOT_ANSWERED = "The report does not say: none of its passages answers this quest
 
 _NUMBER_Q = re.compile(r"\b(how (many|much|large|big|long|often)|what (percentage|percent|share|number|"
                        r"proportion|fraction)|by how much)\b", re.I)
+# An amount of money: "how much does X pay", "what was the total revenue", "what is the price of …"
+_MONEY_WORDS = (r"price|prices|cost|costs|fee|fees|revenue|revenues|budget|budgets|salary|salaries|income|gdp|"
+                r"profit|profits|turnover|spending|expenses")
+_MONEY_Q = re.compile(r"\bhow much\b.*\b(pay|pays|paid|cost|costs|charge|charges|spend|spends|spent|earn|earns|"
+                      r"earned|raise|raised|donate|donated|invest|invested)\b|\b(what|how much) (is|was|are|were|"
+                      r"does|did) (the |its |their |a |an )?([\w'’-]+ ){0,3}(" + _MONEY_WORDS + r")\b", re.I)
+_MONEY = re.compile(r"[$€£¥]\s?\d|\b\d[\d,.]*\s?(k|m|bn|million|billion|thousand)?\s?(usd|eur|gbp|dollars?|euros?|"
+                    r"pounds?|yuan|rmb)\b|\b(usd|eur|gbp|rmb)\s?\d", re.I)
 _DATE_Q = re.compile(r"\b(when|what (year|date|month|day)|which (year|month|day))\b", re.I)
 _WHO_Q = re.compile(r"\b(who|whom|whose)\b", re.I)
-_ORG_Q = re.compile(r"\b(which|what) (\w+ ){0,2}(company|companies|organi[sz]ations?|firms?|groups?|members?|"
+# "which (Chinese) company…", not "what was the Foundation's goal" (the words between are not verbs or articles)
+_ORG_Q = re.compile(r"\b(which|what) ((?!(?:is|was|are|were|does|did|do|has|have|had|will|the|a|an)\b)\w+ ){0,2}"
+                    r"(company|companies|organi[sz]ations?|firms?|groups?|members?|"
                     r"projects?|foundations?|communities|university|universities)\b", re.I)
 _WHERE_Q = re.compile(r"\b(where|which (city|country|countries|region|regions|university))\b", re.I)
 _NUM_WORDS = re.compile(r"\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|"
@@ -42,10 +52,12 @@ _ANAPHORA = re.compile(r"\b(it|its|they|their|them|this|that|these|those|he|she|
 
 FEATURES = ("dense_top", "sentence_cos", "coverage_top", "coverage_answer", "typed_coverage", "slot_match",
             "oov", "rare_missing", "entity_missing_answer", "lexical_top",
-            "asks_number", "asks_name")
+            "asks_number", "asks_name", "typed_no_slot")
 
 
 def question_type(q: str) -> str:
+    if _MONEY_Q.search(q):
+        return "money"
     if _NUMBER_Q.search(q):
         return "number"
     if _DATE_Q.search(q):
@@ -60,25 +72,110 @@ def question_type(q: str) -> str:
 
 
 _YEAR = re.compile(r"^(19|20)\d\d$")
-_UNIT = re.compile(r"\bhow many\s+((?:[\w'-]+\s+){0,4}?)(?:did|does|do|were|was|are|is|have|has|had|will|can|"
-                   r"could|would|in|on|at|of|for|from|to|make|came|come|joined|took|attended|\?|$)", re.I)
+_HOW_MANY = re.compile(r"\bhow many\s+(.*)", re.I)
 GENERIC_UNITS = {"people", "person", "persons", "times", "time", "new", "total", "individual", "different"}
+# Nouns for people being counted: "how many people attended" is answered by "1,862 participants".
+PERSON_NOUNS = {stem(w) for w in """people persons participants attendees attendance registrations registrants
+    individuals members developers contributors visitors users subscribers employees staff delegates speakers
+    viewers audience""".split()}
+_IRREGULAR_PLURALS = {"people", "staff", "children", "men", "women", "media", "data", "personnel"}
+
+
+def count_head(question: str) -> str | None:
+    """The noun a "how many …" question counts: the first plural among the words after "how many"
+    ("registered WeChat official *accounts*", "*registrants* actually showed up"), stemmed."""
+    m = _HOW_MANY.search(question)
+    if not m:
+        return None
+    words = [(m.group(1)[a:b], t) for a, b, t in token_spans(m.group(1))][:6]
+    last = None
+    for _raw, t in words:
+        if t in STOPWORDS:
+            break
+        if t in _IRREGULAR_PLURALS or (len(t) > 3 and t.endswith("s") and not t.endswith(("ss", "us", "is"))):
+            return stem(t)
+        last = t
+    return stem(last) if last else None
 
 
 def count_unit(question: str) -> list[str]:
-    """What a "how many …" question counts ("commits", "platinum member"), generic words left out."""
-    m = _UNIT.search(question)
-    if not m:
-        return []
-    words = [t for _, _, t in token_spans(m.group(1)) if t not in STOPWORDS and t not in GENERIC_UNITS]
-    return [stem(w) for w in words]
+    """What a "how many …" question counts ("commits", "member"), generic words ("people") left out."""
+    head = count_head(question)
+    return [head] if head and head not in {stem(w) for w in GENERIC_UNITS} else []
+
+
+_DECIMAL = re.compile(r"^\d+\.\d+$")  # "Kata Containers 3.0", "9.3%": a version or a rate, not a count
+
+
+def _is_number(t: str) -> bool:
+    return any(ch.isdigit() for ch in t) or bool(_NUM_WORDS.fullmatch(t))
+
+
+def counted_near(sentence: str, question: str, unit: str | None) -> bool:
+    """A number (not one the question itself holds, not a year) within a few words of what is counted:
+    the unit itself, or any noun for people when the question counts "people"."""
+    qwords = {t for _, _, t in token_spans(question)}
+    toks = [t for _, _, t in token_spans(sentence)]
+    stems = [stem(t) for t in toks]
+    for i, t in enumerate(toks):
+        if not _is_number(t) or t in qwords or _YEAR.match(t) or _DECIMAL.match(t):
+            continue
+        near = stems[max(0, i - 2) : i] + stems[i + 1 : i + 5]
+        if unit is None or unit in {stem(w) for w in ("time", "times")}:
+            return True
+        if unit in {stem(w) for w in GENERIC_UNITS}:
+            if any(n in PERSON_NOUNS for n in near):
+                return True
+        elif any(_has(unit, {n}) for n in near):
+            return True
+    return False
+
+
+_ATTRIBUTE_Q = re.compile(r"^\s*(?:who|what|which)\s+(?:is|was|are|were)\s+(?:the\s+|its\s+|their\s+)?"
+                          r"((?:[\w'’-]+\s+){0,3}?[\w'’-]+)\s+(?:of|for|at|in|on|behind|to)\b", re.I)
+
+
+def focus_terms(question: str) -> list[str]:
+    """What a question asks *about* the things it names: the counted unit ("commits"), the attribute or role
+    ("annual membership fee", "treasurer"). An answer must say it. (Verbs are left out: they are paraphrased
+    too freely — "moved up" is "upgraded" — to be required.)"""
+    out = count_unit(question)
+    m = _ATTRIBUTE_Q.search(question)
+    if m:
+        out += [stem(t) for _, _, t in token_spans(m.group(1)) if t not in STOPWORDS and t not in GENERIC_UNITS]
+    return list(dict.fromkeys(out))
+
+
+def evidence_window(chunk: dict, i: int) -> str:
+    """Sentence `i` of a chunk with what frames it: the section heading and, for a list item, the lines
+    ending in ':' that introduce its list ("Gold Member Representatives:")."""
+    spans, text = chunk["sentences"], chunk["text"]
+    parts = [text[spans[i][0] : spans[i][1]]]
+    if i > 0 and not parts[0].lstrip().startswith("- "):
+        parts.append(text[spans[i - 1][0] : spans[i - 1][1]])  # "The event attracted …" names it just before
+    if parts[0].lstrip().startswith("- "):
+        for a, b in reversed(spans[max(0, i - 20) : i]):
+            piece = text[a:b].strip()
+            if piece.endswith(":"):
+                parts.append(piece)
+            elif not piece.startswith("- "):
+                break
+    return " ".join(chunk["heading_path"]) + " " + " ".join(parts)
+
+
+_DEMONYM = re.compile(r"^(\w{4,}?)(?:ese|ean|ian)$|^(\w{3,}?)an$|^(\w{3,}n)es$")  # stems: chinese → chines
 
 
 def _has(term: str, stems: set[str]) -> bool:
-    """`term` or a word sharing its first five letters (registered ~ registrations) is among `stems`."""
+    """`term` or a word sharing its first five letters (registered ~ registrations) is among `stems`; a
+    demonym also matches its place (Chinese ~ China, Korean ~ Korea, European ~ Europe)."""
     if term in stems:
         return True
-    return len(term) >= 5 and any(s[:5] == term[:5] for s in stems if len(s) >= 5)
+    if len(term) >= 5 and any(s[:5] == term[:5] for s in stems if len(s) >= 5):
+        return True
+    m = _DEMONYM.match(term)
+    root = m and (m.group(1) or m.group(2) or m.group(3))
+    return bool(root) and any(s.startswith(root) for s in stems)
 
 
 def type_match(qtype: str, sentence: str, question: str) -> float:
@@ -88,6 +185,8 @@ def type_match(qtype: str, sentence: str, question: str) -> float:
     """
     qwords = {t for _, _, t in token_spans(question)}
     tokens = [(sentence[a:b], t) for a, b, t in token_spans(sentence)]
+    if qtype == "money":
+        return 1.0 if _MONEY.search(sentence) else 0.0
     if qtype == "number":
         for _word, t in tokens:
             if t in qwords or _YEAR.match(t):
@@ -255,22 +354,23 @@ class Answerer:
         # Is there a sentence that both covers the question and holds the kind of thing it asks for?
         # And one that names every entity of the question and, for "how many X", says X next to a number?
         qtype = question_type(question)
-        unit = count_unit(question)
-        unknown = [t for t in terms if t not in self.df]  # words the report never uses
         typed, slot = 0.0, 0.0
+        focus = focus_terms(question) if qtype != "other" else []
+        head = count_head(question)
+        numbers = [t for _, _, t in token_spans(question) if any(ch.isdigit() for ch in t)]  # "2025", "4.0"
         for h in hits[:3]:
-            heading = " ".join(h.chunk["heading_path"])
-            head_stems = {stem(t) for _, _, t in token_spans(heading)}
-            for a, b in h.chunk["sentences"]:
+            passage_stems = {t for _, _, t in token_spans(" ".join(h.chunk["heading_path"]) + " " + h.chunk["text"])}
+            for i, (a, b) in enumerate(h.chunk["sentences"]):
                 sent = h.chunk["text"][a:b]
                 tm = type_match(qtype, sent, question)
                 if not tm:
                     continue
-                typed = max(typed, tm * self.coverage(terms, heading + " " + sent))
-                sent_stems = {stem(t) for _, _, t in token_spans(sent)}
-                here = sent_stems | head_stems
-                if tm >= 1 and not unknown and all(_has(e, here) for e in entities) \
-                        and all(_has(u, sent_stems) for u in unit) and all(_has(r, here) for r in rare[:1]):
+                window = evidence_window(h.chunk, i)
+                typed = max(typed, tm * self.coverage(terms, window))
+                here = {stem(t) for _, _, t in token_spans(window)}
+                if tm >= 1 and all(_has(e, here) for e in entities) and all(_has(f, here) for f in focus) \
+                        and (qtype != "number" or counted_near(sent, question, head)) \
+                        and all(n in passage_stems for n in numbers):
                     slot = 1.0
         x = {
             "dense_top": float(max(h.dense or 0.0 for h in hits)),
@@ -283,8 +383,9 @@ class Answerer:
             "rare_missing": rare_missing,
             "entity_missing_answer": entity_missing_answer,
             "lexical_top": math.log1p(max(0.0, lexical_top)),
-            "asks_number": 1.0 if qtype in ("number", "date") else 0.0,
+            "asks_number": 1.0 if qtype in ("number", "date", "money") else 0.0,
             "asks_name": 1.0 if qtype in ("who", "org", "where") else 0.0,
+            "typed_no_slot": 1.0 if qtype != "other" and not slot else 0.0,
         }
         return np.array([x[f] for f in FEATURES], dtype=np.float64)
 
