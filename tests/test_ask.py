@@ -99,6 +99,28 @@ def test_off_topic_questions_are_not_answered(client, question):
     assert "does not" in body["answer"]["text"] and body["answer"]["citations"] == []
 
 
+@pytest.mark.parametrize("question", [
+    "What is the price of a Gold membership?",  # an amount of money: the report states none
+    "How many employees work for the OpenInfra Foundation?",  # a word the report never uses
+    "Who is the treasurer of OpenInfra Europe?",  # a role nobody holds in the report
+    "How many commits did Kata Containers get in 2023?",  # commits are counted for other projects only
+    "What was the budget of OpenInfra Asia?",
+])
+def test_questions_close_to_the_report_but_not_answered_by_it(client, question):
+    body = ask(client, question).json()
+    assert body["answerable"] is False, body["answer"]
+    assert body["passages"], "the passages are still returned for the caller to show"
+
+
+@pytest.mark.parametrize("question,expected", [
+    ("How many organizations contributed to Venus?", "6 organizations"),
+    ("How many in-person participants did OpenInfra Days attract in 2023?", "1,862"),
+])
+def test_the_same_kind_of_question_is_answered_when_the_report_says(client, question, expected):
+    body = ask(client, question).json()
+    assert body["answerable"] is True and expected in body["answer"]["text"]
+
+
 @pytest.mark.parametrize("payload,where", [
     ({"question": ""}, "question"),
     ({"question": "  "}, "question"),

@@ -16,7 +16,7 @@ def test_report_question_set_is_well_formed(report_chunks):
     texts = [" ".join(c.text.lower().split()) for c in report_chunks.chunks]
     anchors = {c.anchor for c in report_chunks.chunks}
     total, unanswerable, kinds = 0, 0, set()
-    for split in ("dev", "test"):
+    for split in ("dev", "test", "fresh"):
         ds = load_report_set(split)
         for q in ds.queries:
             total += 1
@@ -30,8 +30,8 @@ def test_report_question_set_is_well_formed(report_chunks):
                 assert any(" ".join(a.lower().split()) in t for t in texts), (q.id, a)
     assert total >= 80 and unanswerable >= 12
     assert {"factoid", "paraphrase", "multi-part", "people", "numbers"} <= kinds
-    ids = [q.id for s in ("dev", "test") for q in load_report_set(s).queries]
-    assert len(ids) == len(set(ids))  # dev and test do not share questions
+    ids = [q.id for s in ("dev", "test", "fresh") for q in load_report_set(s).queries]
+    assert len(ids) == len(set(ids))  # the splits do not share questions
 
 
 def test_beir_loader(tmp_path):
@@ -56,6 +56,8 @@ def test_quality_gate_on_the_test_split(real_index, real_embedder):
     ask = evaluate_ask(ds, target, progress=False).metrics
     for metric, floor in FLOORS["ask"].items():
         assert ask[metric] >= floor, f"ask {metric} {ask[metric]:.3f} fell below {floor}"
+    for metric, ceiling in FLOORS["ask_max"].items():
+        assert ask[metric] <= ceiling, f"ask {metric} {ask[metric]:.3f} rose above {ceiling}"
 
 
 @pytest.mark.slow

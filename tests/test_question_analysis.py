@@ -1,0 +1,72 @@
+"""What /v1/ask reads off a question to decide whether a passage answers it (no model needed)."""
+
+import pytest
+
+from indexer.text import stem
+from service.answer import _has, count_head, count_unit, counted_near, evidence_window, focus_terms, question_type
+
+
+@pytest.mark.parametrize("question,kind", [
+    ("What was the OpenInfra Foundation's total revenue in 2023?", "money"),
+    ("How much does Baidu pay per year for its membership?", "money"),
+    ("What is the annual membership fee for a Silver Member?", "money"),
+    ("How many commits did Cyborg receive?", "number"),
+    ("By how much did the Foundation's membership grow?", "number"),
+    ("When will the summit take place?", "date"),
+    ("Who chairs the board?", "who"),
+    ("Which Chinese search company became a new Gold Member?", "org"),
+    ("What was the Foundation's third goal for 2023?", "other"),  # names a foundation, asks for a goal
+    ("Do member companies have to pay extra to take part?", "other"),  # yes/no, not an amount
+])
+def test_question_type(question, kind):
+    assert question_type(question) == kind
+
+
+@pytest.mark.parametrize("question,head,unit", [
+    ("How many registered WeChat official accounts does the China community have?", "account", ["account"]),
+    ("How many registrants actually showed up at OpenInfra Days China?", "registr", ["registr"]),
+    ("How many organizations sent attendees to the Summit?", "organ", ["organ"]),
+    ("How many attendees came to the summit?", "attende", ["attende"]),
+    ("How many people attended the meetup?", "peopl", []),  # generic: any noun for people will do
+    ("What percentage of members are in Asia?", None, []),
+])
+def test_what_a_how_many_question_counts(question, head, unit):
+    h = count_head(question)
+    assert (h[:5] if h else None) == (head[:5] if head else None)
+    assert [u[:5] for u in count_unit(question)] == [u[:5] for u in unit]
+
+
+def test_a_count_must_sit_next_to_what_is_counted():
+    q = "How many commits did Kata Containers receive?"
+    assert counted_near("Cyborg had 121 commits in total.", q, count_head(q))
+    assert not counted_near("Kata Containers 3.0 was released with features from 4 organizations.", q, count_head(q))
+    people = "How many people attended OpenInfra Days?"
+    assert counted_near("OpenInfra Days attracted a total of 1,862 in-person participants.", people, count_head(people))
+    assert not counted_near("We gathered for four various OpenInfra Days in Korea.", people, count_head(people))
+    assert not counted_near("The 2023 OpenInfra Days were a success.", people, count_head(people))  # a year
+
+
+def test_focus_is_the_attribute_asked_for():
+    assert [f[:5] for f in focus_terms("Who is the treasurer of the OpenInfra Foundation board?")] == ["treas"]
+    assert "fee" in focus_terms("What is the annual membership fee for a Silver Member?")
+    assert focus_terms("Who chairs the advisory board?") == []  # verbs are paraphrased too freely to require
+
+
+def test_evidence_window_includes_list_headers_and_the_previous_sentence():
+    text = "The board consists of:\nGold Member Representatives:\n- Ann Lee, Acme\n- Bo Chen, Initech"
+    chunk = {"text": text, "heading_path": ["OpenInfra Asia"],
+             "sentences": [(0, 22), (23, 51), (52, 66), (67, len(text))]}
+    w = evidence_window(chunk, 3)
+    assert "Bo Chen" in w and "Gold Member Representatives:" in w and "OpenInfra Asia" in w
+    assert "Ann Lee" not in w
+    prose = {"text": "The Summit was in Vancouver. It drew 50 countries.", "heading_path": [],
+             "sentences": [(0, 28), (29, 50)]}
+    assert "Vancouver" in evidence_window(prose, 1)
+
+
+@pytest.mark.parametrize("word,place,ok", [
+    ("Chinese", "China", True), ("Korean", "Korea", True), ("European", "Europe", True), ("Asian", "Asia", True),
+    ("Japanese", "Japan", True), ("registered", "registrations", True), ("Samsung", "Huawei", False),
+])
+def test_demonyms_and_word_families_match(word, place, ok):
+    assert _has(stem(word.lower()), {stem(place.lower())}) is ok
