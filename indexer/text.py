@@ -84,6 +84,11 @@ def analyze(text: str, bigrams: bool = False) -> list[str]:
     return terms
 
 
+def stem_set(text: str) -> set[str]:
+    """Every word of `text`, normalized and stemmed, stop words included (for "does this text say X?")."""
+    return {stem(t) for _, _, t in token_spans(text)}
+
+
 def word_set(text: str) -> set[str]:
     return {t for _, _, t in token_spans(text) if t not in STOPWORDS}
 

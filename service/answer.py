@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.text import STOPWORDS, sentence_spans, stem, token_spans
+from indexer.text import STOPWORDS, sentence_spans, stem, stem_set, token_spans
 from indexer.tokens import count_tokens, get_encoding
 from service.results import citation
 from service.retrieval import Hit, Retriever, highlight_spans
@@ -74,6 +74,8 @@ def question_type(q: str) -> str:
 _YEAR = re.compile(r"^(19|20)\d\d$")
 _HOW_MANY = re.compile(r"\bhow many\s+(.*)", re.I)
 GENERIC_UNITS = {"people", "person", "persons", "times", "time", "new", "total", "individual", "different"}
+_GENERIC_STEMS = {stem(w) for w in GENERIC_UNITS}
+_TIMES = stem("times")
 # Nouns for people being counted: "how many people attended" is answered by "1,862 participants".
 PERSON_NOUNS = {stem(w) for w in """people persons participants attendees attendance registrations registrants
     individuals members developers contributors visitors users subscribers employees staff delegates speakers
@@ -87,9 +89,8 @@ def count_head(question: str) -> str | None:
     m = _HOW_MANY.search(question)
     if not m:
         return None
-    words = [(m.group(1)[a:b], t) for a, b, t in token_spans(m.group(1))][:6]
     last = None
-    for _raw, t in words:
+    for _, _, t in token_spans(m.group(1))[:6]:
         if t in STOPWORDS:
             break
         if t in _IRREGULAR_PLURALS or (len(t) > 3 and t.endswith("s") and not t.endswith(("ss", "us", "is"))):
@@ -101,7 +102,7 @@ def count_head(question: str) -> str | None:
 def count_unit(question: str) -> list[str]:
     """What a "how many …" question counts ("commits", "member"), generic words ("people") left out."""
     head = count_head(question)
-    return [head] if head and head not in {stem(w) for w in GENERIC_UNITS} else []
+    return [head] if head and head not in _GENERIC_STEMS else []
 
 
 _DECIMAL = re.compile(r"^\d+\.\d+$")  # "Kata Containers 3.0", "9.3%": a version or a rate, not a count
@@ -120,13 +121,10 @@ def counted_near(sentence: str, question: str, unit: str | None) -> bool:
     for i, t in enumerate(toks):
         if not _is_number(t) or t in qwords or _YEAR.match(t) or _DECIMAL.match(t):
             continue
-        near = stems[max(0, i - 2) : i] + stems[i + 1 : i + 5]
-        if unit is None or unit in {stem(w) for w in ("time", "times")}:
+        if unit is None or unit == _TIMES:
             return True
-        if unit in {stem(w) for w in GENERIC_UNITS}:
-            if any(n in PERSON_NOUNS for n in near):
-                return True
-        elif any(_has(unit, {n}) for n in near):
+        near = stems[max(0, i - 2) : i] + stems[i + 1 : i + 5]
+        if any(n in PERSON_NOUNS for n in near) if unit in _GENERIC_STEMS else any(_has(unit, {n}) for n in near):
             return True
     return False
 
@@ -151,9 +149,10 @@ def evidence_window(chunk: dict, i: int) -> str:
     ending in ':' that introduce its list ("Gold Member Representatives:")."""
     spans, text = chunk["sentences"], chunk["text"]
     parts = [text[spans[i][0] : spans[i][1]]]
-    if i > 0 and not parts[0].lstrip().startswith("- "):
-        parts.append(text[spans[i - 1][0] : spans[i - 1][1]])  # "The event attracted …" names it just before
-    if parts[0].lstrip().startswith("- "):
+    if not parts[0].lstrip().startswith("- "):
+        if i > 0:  # "The event attracted …": what it is was named just before
+            parts.append(text[spans[i - 1][0] : spans[i - 1][1]])
+    else:
         for a, b in reversed(spans[max(0, i - 20) : i]):
             piece = text[a:b].strip()
             if piece.endswith(":"):
@@ -191,7 +190,7 @@ def type_match(qtype: str, sentence: str, question: str) -> float:
         for _word, t in tokens:
             if t in qwords or _YEAR.match(t):
                 continue
-            if any(ch.isdigit() for ch in t) or _NUM_WORDS.fullmatch(t):
+            if _is_number(t):
                 return 1.0
         return 1.0 if re.search(r"\d+\s*%", sentence) else 0.0
     if qtype == "date":
@@ -276,7 +275,7 @@ class Answerer:
         """IDF-weighted share of the question's terms that occur in `text`."""
         if not terms:
             return 0.0
-        have = {stem(t) for _, _, t in token_spans(text)}
+        have = stem_set(text)
         total = sum(self.idf(t) for t in terms)
         return sum(self.idf(t) for t in terms if t in have) / total if total else 0.0
 
@@ -343,7 +342,7 @@ class Answerer:
         ans_text = ""
         if best:
             ans_text = " ".join(hits[best.passage].chunk["heading_path"]) + " " + best.text
-        have_answer = {stem(t) for _, _, t in token_spans(ans_text)}
+        have_answer = stem_set(ans_text)
         known = [t for t in terms if t in self.df]
         rare = sorted(known, key=self.idf, reverse=True)[:2]
         rare_missing = sum(1.0 for t in rare if t not in have_answer) / len(rare) if rare else 1.0
@@ -351,15 +350,17 @@ class Answerer:
                     if i > 0 and question[a:b][:1].isupper() and t not in STOPWORDS]
         missing = [e for e in entities if e not in have_answer]
         entity_missing_answer = len(missing) / len(entities) if entities else 0.0
-        # Is there a sentence that both covers the question and holds the kind of thing it asks for?
-        # And one that names every entity of the question and, for "how many X", says X next to a number?
+        # Is there a sentence that both covers the question and holds the kind of thing it asks for
+        # (typed)? And an answer slot: one that, read with what frames it, holds an answer of that kind, names
+        # every entity and the attribute asked about, and for "how many X" has a number next to X?
         qtype = question_type(question)
         typed, slot = 0.0, 0.0
         focus = focus_terms(question) if qtype != "other" else []
         head = count_head(question)
         numbers = [t for _, _, t in token_spans(question) if any(ch.isdigit() for ch in t)]  # "2025", "4.0"
         for h in hits[:3]:
-            passage_stems = {t for _, _, t in token_spans(" ".join(h.chunk["heading_path"]) + " " + h.chunk["text"])}
+            has_numbers = not numbers or set(numbers) <= {
+                t for _, _, t in token_spans(" ".join(h.chunk["heading_path"]) + " " + h.chunk["text"])}
             for i, (a, b) in enumerate(h.chunk["sentences"]):
                 sent = h.chunk["text"][a:b]
                 tm = type_match(qtype, sent, question)
@@ -367,10 +368,10 @@ class Answerer:
                     continue
                 window = evidence_window(h.chunk, i)
                 typed = max(typed, tm * self.coverage(terms, window))
-                here = {stem(t) for _, _, t in token_spans(window)}
-                if tm >= 1 and all(_has(e, here) for e in entities) and all(_has(f, here) for f in focus) \
-                        and (qtype != "number" or counted_near(sent, question, head)) \
-                        and all(n in passage_stems for n in numbers):
+                here = stem_set(window)
+                if tm >= 1 and has_numbers and all(_has(e, here) for e in entities) \
+                        and all(_has(f, here) for f in focus) \
+                        and (qtype != "number" or counted_near(sent, question, head)):
                     slot = 1.0
         x = {
             "dense_top": float(max(h.dense or 0.0 for h in hits)),
