@@ -449,7 +449,7 @@ def read_manifest(path: Path) -> dict:
 def _read_manifest(vdir: Path, root: Path) -> dict:
     mf = vdir / MANIFEST
     hint = REBUILD_HINT.format(path=root)
-    if not mf.exists():
+    if not mf.exists() and not mf.is_symlink():
         raise IndexNotFound(f"index version {vdir} has no {MANIFEST}; {hint}")
     try:
         manifest = json.loads(mf.read_text(encoding="utf-8"))
