@@ -19,6 +19,11 @@ from service.metrics import Metrics
 from service.state import Resources, Snapshot
 
 ADMIN_OFF = "the admin endpoints are off; set REPORTQA_ADMIN_TOKEN to enable them"
+# for the read endpoints' `responses=` (OpenAPI): what ReadyDep can answer besides 503
+READ_AUTH_RESPONSES = {
+    401: {"description": "REPORTQA_API_KEYS is set and the request carries no key"},
+    403: {"description": "REPORTQA_API_KEYS is set and the key is not one of them"},
+}
 
 
 def get_resources(request: Request) -> Resources:
