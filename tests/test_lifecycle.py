@@ -217,3 +217,16 @@ def test_kill_9_during_build_never_leaves_current_on_a_half_written_version(tmp_
     for v in list_versions(root):  # every version that got its name is complete
         assert load_index(v.path).version == v.name
     assert json.loads((root / "versions" / last / "manifest.json").read_text())["index_version"] == last
+
+
+def test_rollback_repairs_a_garbage_current(two_versions, tmp_path):
+    from indexer.store import rollback
+
+    root, a, b = copy_root(two_versions, tmp_path / "index")
+    (root / CURRENT).write_text("not a version!\n")
+    assert rollback(root) == (None, b)  # the newest version that loads
+    (root / "versions" / b / "sentences.npy").write_bytes(b"x")
+    set_current(root, b)
+    assert rollback(root) == (b, a)
+    (root / CURRENT).write_text("\x00")
+    assert rollback(root) == (None, a)  # B no longer loads: skipped

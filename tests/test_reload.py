@@ -300,3 +300,38 @@ def test_sighup_reloads_what_current_names(two_versions, tmp_path):
             proc.kill()
             proc.wait()
     assert b"Traceback" not in proc.stderr.read()
+
+
+def test_reloads_are_serialized(two_versions, fake_embedder, tmp_path, monkeypatch):
+    from service.state import Resources
+
+    root, a, b = copy_root(two_versions, tmp_path / "index")
+    inside, most = [0], [0]
+    guard = threading.Lock()
+    build = Resources._build
+
+    def counting_build(self, path):
+        with guard:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        try:
+            time.sleep(0.01)  # widen the window two unserialized reloads would overlap in
+            return build(self, path)
+        finally:
+            with guard:
+                inside[0] -= 1
+
+    monkeypatch.setattr(Resources, "_build", counting_build)
+    with _admin_client(root, fake_embedder) as c:
+        codes: list[int] = []
+
+        def reloads(version: str) -> None:
+            for _ in range(8):
+                codes.append(c.post("/v1/admin/reload", headers=AUTH, json={"version": version}).status_code)
+
+        threads = [threading.Thread(target=reloads, args=(v,)) for v in (a, b, b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert codes == [200] * 24 and most[0] == 1
