@@ -192,7 +192,10 @@ def clean_leftovers(root: Path) -> list[str]:
     if versions.is_dir():
         for prefix in (TMP_PREFIX, DEL_PREFIX):
             for p in sorted(versions.glob(prefix + "*")):
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
                 removed.append(f"{VERSIONS}/{p.name}")
     for name in removed:
         log.info("removed leftover %s from %s", name, root)
