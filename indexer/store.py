@@ -324,6 +324,14 @@ def read_current(root: Path) -> str | None:
 def resolve(path: Path) -> tuple[Path, Path]:
     """(index root, version directory) for an index root (through CURRENT) or a version directory."""
     path = Path(path)
+    try:
+        return _resolve(path)
+    except OSError as e:  # a directory on the way that cannot be read
+        root = path.parent.parent if path.parent.name == VERSIONS else path
+        raise IndexLoadError(f"cannot read the index at {path} ({e}); " + REBUILD_HINT.format(path=root)) from e
+
+
+def _resolve(path: Path) -> tuple[Path, Path]:
     if (path / CURRENT).exists() or (path / CURRENT).is_symlink():
         name = read_current(path)
         vdir = path / VERSIONS / name

@@ -9,6 +9,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ import numpy as np
 import pytest
 
 from indexer.store import CURRENT, REQUIRED_FILES, IndexLoadError, load_index, set_current, sha256_file
-from tests.conftest import ADMIN_TOKEN, MARKER_QUERY, copy_root, make_client
+from tests.conftest import ADMIN_TOKEN, MARKER_QUERY, ROOT, copy_root, make_client
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -184,10 +186,38 @@ def _top_doc(c, version: str) -> None:
     assert r.json()["results"][0]["citation"]["doc_id"] == "census-alpha"
 
 
+def _permissions_enforced(tmp: Path) -> bool:
+    probe = tmp / "permission-probe"
+    probe.mkdir()
+    probe.chmod(0)
+    try:
+        os.listdir(probe)
+        return False
+    except PermissionError:
+        return True
+    finally:
+        probe.chmod(0o700)
+
+
+def _rerun_without_dac_override(test_id: str, tmp: Path) -> None:
+    """Root reads a directory whatever its mode: run the test again as root without CAP_DAC_OVERRIDE and
+    CAP_DAC_READ_SEARCH (setpriv), where a mode-000 directory is unreadable."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("permissions are not enforced for this user and setpriv (util-linux) is missing")
+    r = subprocess.run([setpriv, "--inh-caps=-all", "--ambient-caps=-all",
+                        "--bounding-set=-dac_override,-dac_read_search", "--",
+                        sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--basetemp={tmp / 'child'}",
+                        f"{Path(__file__).relative_to(ROOT)}::{test_id}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "1 passed" in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]
+
+
 @pytest.mark.parametrize("variant", VARIANTS, ids=[v.name for v in VARIANTS])
-def test_corrupt_version_is_refused_at_start_and_at_reload(variant, two_versions, fake_embedder, tmp_path):
-    if variant.name == "unreadable-directory" and os.geteuid() == 0:
-        pytest.skip("root reads a directory whatever its mode")
+def test_corrupt_version_is_refused_at_start_and_at_reload(variant, two_versions, fake_embedder, tmp_path, request):
+    if variant.name == "unreadable-directory" and not _permissions_enforced(tmp_path):
+        _rerun_without_dac_override(request.node.name, tmp_path)
+        return
     # at start: nothing is served and /readyz says why
     root, a, b = copy_root(two_versions, tmp_path / "start")
     _break(root, b, variant)
