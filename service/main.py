@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -42,7 +41,7 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
         if remove_sighup is not None:
             remove_sighup()
         loading.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        with suppress(asyncio.CancelledError):
             await loading
 
     app = FastAPI(title="reportqa", version=__version__, lifespan=lifespan,
