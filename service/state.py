@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from indexer.embed import Embedder, SentenceTransformerEmbedder
-from indexer.store import IndexData, IndexLoadError, load_index, version_dir
+from indexer.store import REBUILD_HINT, IndexData, IndexLoadError, load_index, version_dir
+from indexer.text import analyze
 from service.config import Settings
 from service.retrieval import MODES, FusionConfig, Retriever
 
@@ -50,26 +51,29 @@ class Snapshot:
 
 
 def probe(snapshot: Snapshot, n: int) -> None:
-    """Run `n` probe queries (the opening words of chunks spread over the index) through every search mode
-    and the answerer; a version whose vectors or files load but cannot answer is refused here."""
+    """Run `n` probe queries (the opening words of chunks spread over the index, heading path first) through
+    every search mode and the answerer; a version whose files load but cannot answer is refused here."""
     chunks = snapshot.index.chunks
     if not chunks:
         raise IndexLoadError(f"index version {snapshot.version} holds no chunks")
+    hint = REBUILD_HINT.format(path=snapshot.settings.index_dir)
     picks = sorted({round(i * (len(chunks) - 1) / max(1, n - 1)) for i in range(n)})
     for i in picks:
-        query = " ".join(chunks[i]["text"].split()[:12]) or chunks[i]["chunk_id"]
+        query = " ".join(chunks[i].get("embed_text", chunks[i]["text"]).split()[:16]) or chunks[i]["chunk_id"]
         try:
             for mode in MODES:
+                if mode == "lexical" and not analyze(query):
+                    continue  # only stop words: BM25 has nothing to match
                 hits = snapshot.retriever.search(query, k=3, mode=mode)
                 if not hits or not all(math.isfinite(h.score) for h in hits):
                     raise IndexLoadError(f"probe query {query!r} found {len(hits)} passages in {mode} mode "
                                          f"(scores {[h.score for h in hits]})")
             snapshot.answerer.ask(query, 3)
         except IndexLoadError as e:
-            raise IndexLoadError(f"index version {snapshot.version} failed a probe: {e}") from e
+            raise IndexLoadError(f"index version {snapshot.version} failed a probe: {e}; {hint}") from e
         except Exception as e:
             raise IndexLoadError(f"index version {snapshot.version} failed a probe query {query!r} "
-                                 f"({type(e).__name__}: {e})") from e
+                                 f"({type(e).__name__}: {e}); {hint}") from e
 
 
 class Resources:

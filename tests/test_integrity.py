@@ -79,6 +79,16 @@ def _edit_chunk_text(vdir: Path) -> None:
     p.write_text(p.read_text().replace("flamingos", "pelicans", 1))
 
 
+def _lexical_of_other_texts(vdir: Path) -> None:
+    """A well-formed BM25 index with one document per chunk, of other texts: loads, answers nothing."""
+    from indexer.lexical import build_lexical
+
+    n = len((vdir / "chunks.jsonl").read_text().splitlines())
+    shutil.rmtree(vdir / "lexical")
+    build_lexical([f"zebra quokka {i}" for i in range(n)]).save(str(vdir / "lexical"), show_progress=False)
+    _resign(vdir)
+
+
 def _symlink_loop(vdir: Path) -> None:
     (vdir / "manifest.json").unlink()
     os.symlink("manifest.json", vdir / "manifest.json")  # reading it: ELOOP, an unreadable file
@@ -155,6 +165,8 @@ VARIANTS = [
     V("lexical-dir-missing", lambda r, d: shutil.rmtree(d / "lexical"), r"incomplete: lexical/data\.csc\.index\.npy"),
     V("lexical-garbage-unverified", lambda r, d: (d / "lexical" / "vocab.index.json").write_text("]"),
       r"cannot be read \(", verify=False),
+    V("lexical-of-other-texts-resigned", lambda r, d: _lexical_of_other_texts(d),
+      r"failed a probe: probe query .* found 0 passages in lexical mode"),
     V("unreadable-directory", lambda r, d: _unreadable_dir(d), r"(Permission denied|cannot read)"),
     V("current-names-missing-version", lambda r, d: set_current(r, "2020-01-01T00-00-00Z-000000"),
       r"names version '2020-01-01T00-00-00Z-000000', which is not in", points_current=False),
