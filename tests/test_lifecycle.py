@@ -135,7 +135,8 @@ def _wait_for_temp_dir(root: Path, proc: subprocess.Popen, known: set[str], time
     return False
 
 
-def test_kill_9_during_build_never_leaves_current_on_a_half_written_version(tmp_path, fake_embedder):
+def test_kill_9_during_build_never_leaves_current_on_a_half_written_version(tmp_path, fake_embedder,
+                                                                           record_property):
     """`python -m indexer build` is killed (SIGKILL) at 24 random moments: a third uniformly over a whole
     build, the rest at a random delay after its temporary version directory appears (the write, fsync,
     rename and switch phase). After each kill CURRENT names a complete version that loads with checksums,
@@ -203,6 +204,7 @@ def test_kill_9_during_build_never_leaves_current_on_a_half_written_version(tmp_
 
     print(f"\nkill -9 of indexer build: {figures}; whole build {whole:.2f}s, temp dir to switch "
           f"{window * 1000:.0f}ms")
+    record_property("kill9", figures)
     assert problems == [] and figures["failed"] == 0 and figures["tried"] == KILLS
     assert figures["during_write"] > 0  # the kills did reach the write phase
 

@@ -32,7 +32,7 @@ def _marker_doc(body: dict) -> str | None:
     return markers[0] if markers else None
 
 
-def test_100_reloads_while_clients_search(two_versions, fake_embedder, tmp_path):
+def test_100_reloads_while_clients_search(two_versions, fake_embedder, tmp_path, record_property):
     """Reloads alternate between A and B while four client threads search and ask; every request succeeds and
     its results come from the version its index_version names."""
     root, a, b = copy_root(two_versions, tmp_path / "index")
@@ -80,6 +80,8 @@ def test_100_reloads_while_clients_search(two_versions, fake_embedder, tmp_path)
         requests = sum(served.values()) + len(failures)
         print(f"\nreloads: {reloads} ({len(reload_failures)} failed); client requests: {requests}, "
               f"failed or inconsistent: {len(failures)}; served by A: {served[a]}, by B: {served[b]}")
+        record_property("reloads", {"reloads": reloads, "reload_failures": len(reload_failures),
+                                    "requests": requests, "failed_requests": len(failures)})
         assert reload_failures == []
         assert failures == []
         assert served[a] > 0 and served[b] > 0  # the clients really ran across the reloads
