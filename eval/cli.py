@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from eval.datasets import Dataset, DatasetError, load_dataset
+from indexer.store import has_index
 
 ALL_MODES = ("lexical", "dense", "hybrid", "naive", "ask")
 DEFAULT_CACHE = Path(".cache/eval")
@@ -36,7 +37,7 @@ def cached_index(corpus: Path, cache: Path, name: str, embedder, config=None) ->
     key = _hash_files(corpus_files(corpus)) + "-" + hashlib.sha1(
         json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:8]
     out = cache / f"{name}-{key}"
-    if not (out / "manifest.json").is_file():
+    if not has_index(out):
         print(f"building index {out} …", file=sys.stderr)
         summary = build_index(corpus, out, embedder, config, progress=True)
         print(summary.to_text(), file=sys.stderr)
@@ -89,7 +90,7 @@ def _targets(args, dataset: Dataset, modes: list[str]):
         index_dir = cached_index(args.corpus, args.cache, "report", embedder, config)
     else:
         index_dir = args.index
-        if not (index_dir / "manifest.json").is_file():
+        if not has_index(index_dir):
             index_dir = cached_index(args.corpus, args.cache, "report", embedder)
     main = InProcessTarget(index_dir, embedder=embedder, fusion=fusion)
     targets = {m: main for m in modes if m != "naive"}

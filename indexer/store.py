@@ -1,27 +1,55 @@
-"""The index directory: the one format the indexer writes and the service reads.
+"""The index root: the one format the indexer writes and the service reads.
 
-    <index>/manifest.json     schema and package version, model, chunker settings, corpus hashes,
-                              file checksums, counts, warnings, build time
-    <index>/chunks.jsonl      one chunk a line (text, citation fields, tokens, embed_text)
-    <index>/documents.json    document metadata
-    <index>/dense.faiss       FAISS inner-product index over unit-normalized chunk vectors (row i = chunk i)
-    <index>/sentences.npy     unit-normalized vectors of every chunk's sentences, in chunk order; each chunk
-                              lists its sentence spans (into its text) under "sentences"
-    <index>/lexical/          bm25s index over analyzed chunk text (row i = chunk i)
+    <root>/CURRENT                the name of the version to serve, one line; replaced atomically
+    <root>/versions/<version>/    one complete index (below); never modified once it has its name
+    <root>/versions/.tmp-*        a version being written (left over if a build died; removed by the next build)
+    <root>/versions/.del-*        a version being pruned (likewise)
+    <root>/.CURRENT.tmp-*         a pointer being written (likewise)
+    <root>/.build.lock            held (flock) by the build or rollback working on this root
 
-The directory is written under a temporary name beside the target and renamed into place only when every
-file is complete, so a reader never sees a half-written index.
+A version directory:
+
+    manifest.json     schema and package version, model, chunker settings, corpus hashes, file checksums,
+                      counts, warnings, build time, its own version name
+    chunks.jsonl      one chunk a line (text, citation fields, tokens, embed_text, sentence spans)
+    documents.json    document metadata
+    dense.faiss       FAISS inner-product index over unit-normalized chunk vectors (row i = chunk i)
+    sentences.npy     unit-normalized float32 vectors of every chunk's sentences, in chunk order; each chunk
+                      lists its sentence spans (into its text) under "sentences"
+    lexical/          bm25s index over analyzed chunk text (row i = chunk i); the files in LEXICAL_FILES
+
+Writing (`write_version`): every file goes into `versions/.tmp-*`; each file and directory is fsynced, the
+directory renamed to `versions/<version>` and `versions/` fsynced. Only then is `CURRENT` switched: a
+temporary pointer file is written and fsynced, `os.replace`d over `CURRENT`, and the root fsynced. A crash
+at any moment leaves `CURRENT` naming a complete version, the old one or the new one. Old versions are kept
+(`keep`, never the one `CURRENT` names) and can be rolled back to (`rollback`).
+
+Reading (`load_index`): the set of required files is fixed here (REQUIRED_FILES), not read from the
+manifest. With verification on, the manifest must list a checksum for each of them and every listed file
+must match: editing or deleting the manifest's `files` does not switch verification off. Whatever the
+checksums, the structure is checked at load: JSON that parses, vector dimension equal to the manifest's
+(and the model's), float32 rows, one dense row per chunk and one sentence row per sentence span, finite
+values of unit length, one BM25 document per chunk. Anything refused raises IndexLoadError with the reason
+and the command that rebuilds the index.
+
+The flat layout of schema 1 (manifest.json directly in the root, no CURRENT) is refused with a message
+saying to rebuild; a build into such a root writes versions/ and CURRENT and removes the flat files.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
+import re
+import secrets
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,19 +59,32 @@ from indexer import __version__
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: versions/ + CURRENT; a version directory holds what the flat schema-1 index held
 MANIFEST = "manifest.json"
 CHUNKS = "chunks.jsonl"
 DOCUMENTS = "documents.json"
 DENSE = "dense.faiss"
 SENTENCES = "sentences.npy"
 LEXICAL = "lexical"
+LEXICAL_FILES = ("data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.npy", "params.index.json",
+                 "vocab.index.json")
+REQUIRED_FILES = (CHUNKS, DOCUMENTS, DENSE, SENTENCES, *(f"{LEXICAL}/{n}" for n in LEXICAL_FILES))
+
+CURRENT = "CURRENT"
+VERSIONS = "versions"
+LOCK = ".build.lock"
+TMP_PREFIX = ".tmp-"
+DEL_PREFIX = ".del-"
+POINTER_TMP_PREFIX = ".CURRENT.tmp-"
+DEFAULT_KEEP = 3
+VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+NORM_TOLERANCE = 1e-3
 
 REBUILD_HINT = "rebuild it with: python -m indexer build --corpus corpus --out {path} (or `make index`)"
 
 
 class IndexLoadError(Exception):
-    """The index directory is missing, incomplete, corrupt or incompatible."""
+    """The index is missing, incomplete, corrupt or incompatible."""
 
 
 class IndexNotFound(IndexLoadError):
@@ -54,9 +95,13 @@ class IndexIncompatible(IndexLoadError):
     pass
 
 
+class UnknownVersion(IndexNotFound):
+    """A version was asked for by name and the index root does not hold it."""
+
+
 @dataclass
 class IndexData:
-    path: Path
+    path: Path  # the version directory
     manifest: dict
     chunks: list[dict]
     documents: dict[str, dict]
@@ -69,6 +114,15 @@ class IndexData:
         return self.manifest["index_version"]
 
 
+@dataclass(frozen=True)
+class VersionInfo:
+    name: str
+    path: Path
+    built_at: str | None  # None when the manifest cannot be read
+    chunks: int | None
+    current: bool
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -77,82 +131,346 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _checksums(root: Path) -> dict[str, str]:
-    out = {}
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and p.name != MANIFEST:
-            out[p.relative_to(root).as_posix()] = sha256_file(p)
-    return out
-
-
 def index_version(built_at: float, corpus_hashes: dict[str, str]) -> str:
     stamp = time.strftime("%Y-%m-%dT%H-%M-%SZ", time.gmtime(built_at))
     digest = hashlib.sha1(json.dumps(corpus_hashes, sort_keys=True).encode()).hexdigest()[:6]
     return f"{stamp}-{digest}"
 
 
-def write_index(
-    out: Path,
+def valid_version_name(name: str) -> bool:
+    return bool(VERSION_RE.fullmatch(name))
+
+
+# -- writing --------------------------------------------------------------------------------------------
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every file, then every directory bottom-up, so the rename publishes durable contents."""
+    dirs = [root]
+    for p in root.rglob("*"):
+        if p.is_dir():
+            dirs.append(p)
+        elif p.is_file():
+            with open(p, "rb") as fh:
+                os.fsync(fh.fileno())
+    for d in sorted(dirs, key=lambda d: len(d.parts), reverse=True):
+        _fsync_dir(d)
+
+
+def _checksums(vdir: Path) -> dict[str, str]:
+    return {p.relative_to(vdir).as_posix(): sha256_file(p)
+            for p in sorted(vdir.rglob("*")) if p.is_file() and p.name != MANIFEST}
+
+
+@contextlib.contextmanager
+def root_lock(root: Path) -> Iterator[None]:
+    """Serialize builds and rollbacks on one root (released by the kernel if the holder dies)."""
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def clean_leftovers(root: Path) -> list[str]:
+    """Remove what interrupted builds, prunes and pointer switches left behind. Call under root_lock."""
+    removed = []
+    for p in sorted(root.glob(POINTER_TMP_PREFIX + "*")):
+        p.unlink(missing_ok=True)
+        removed.append(p.name)
+    versions = root / VERSIONS
+    if versions.is_dir():
+        for prefix in (TMP_PREFIX, DEL_PREFIX):
+            for p in sorted(versions.glob(prefix + "*")):
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+                removed.append(f"{VERSIONS}/{p.name}")
+    for name in removed:
+        log.info("removed leftover %s from %s", name, root)
+    return removed
+
+
+def set_current(root: Path, name: str) -> None:
+    """Point CURRENT at `name`: temp file, fsync, os.replace, fsync the root."""
+    if not valid_version_name(name):
+        raise ValueError(f"not a version name: {name!r}")
+    tmp = root / f"{POINTER_TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        with open(tmp, "w", encoding="ascii") as f:
+            f.write(name + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, root / CURRENT)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(root)
+
+
+def _free_name(versions: Path, name: str) -> str:
+    candidate, n = name, 1
+    while (versions / candidate).exists():
+        candidate = f"{name}-{n}"
+        n += 1
+    return candidate
+
+
+def _remove_flat_layout(root: Path) -> None:
+    """A schema-1 index lived directly in the root; once versions/ and CURRENT exist its files are dead."""
+    if not (root / MANIFEST).is_file():
+        return
+    for rel in (MANIFEST, CHUNKS, DOCUMENTS, DENSE, SENTENCES):
+        (root / rel).unlink(missing_ok=True)
+    if (root / LEXICAL).is_dir():
+        shutil.rmtree(root / LEXICAL, ignore_errors=True)
+    log.info("removed the old flat-layout index files from %s", root)
+
+
+def write_version(
+    root: Path,
     chunks: list[dict],
     documents: dict[str, dict],
     embeddings: np.ndarray,
     lexical,
     manifest: dict,
     sentence_vectors: np.ndarray,
+    activate: bool = True,
+    keep: int = DEFAULT_KEEP,
 ) -> Path:
-    """Write every file to a temporary directory beside `out`, then rename it into place."""
+    """Write a new version under `root/versions/`, switch CURRENT to it (when `activate`) and prune old
+    versions beyond `keep`. Returns the version directory; its name is the manifest's `index_version`
+    (with a `-N` suffix if a version of that name exists already)."""
     import faiss
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    if keep < 1:
+        raise ValueError("keep must be at least 1")
+    root = Path(root)
+    with root_lock(root):
+        clean_leftovers(root)
+        versions = root / VERSIONS
+        versions.mkdir(exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=versions))
+        try:
+            with open(tmp / CHUNKS, "w", encoding="utf-8") as f:
+                for c in chunks:
+                    f.write(json.dumps(c, ensure_ascii=False) + "\n")
+            (tmp / DOCUMENTS).write_text(json.dumps(documents, ensure_ascii=False, indent=1), encoding="utf-8")
+            index = faiss.IndexFlatIP(embeddings.shape[1])
+            if len(embeddings):
+                index.add(np.ascontiguousarray(embeddings, dtype=np.float32))
+            faiss.write_index(index, str(tmp / DENSE))
+            np.save(tmp / SENTENCES, np.ascontiguousarray(sentence_vectors, dtype=np.float32))
+            lexical.save(str(tmp / LEXICAL), show_progress=False)
+            missing = [rel for rel in REQUIRED_FILES if not (tmp / rel).is_file()]
+            if missing:  # a bm25s release that saves other files: fail the build, never write an unloadable index
+                raise RuntimeError(f"the build did not write {', '.join(missing)}")
+            name = _free_name(versions, manifest["index_version"])
+            manifest = dict(manifest)
+            manifest["index_version"] = name
+            manifest["schema_version"] = SCHEMA_VERSION
+            manifest["package_version"] = __version__
+            manifest["files"] = _checksums(tmp)
+            manifest.setdefault("counts", {})["chunks"] = len(chunks)
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+            os.chmod(tmp, 0o755)  # mkdtemp made it private; the service may run as another user
+            _fsync_tree(tmp)
+            os.rename(tmp, versions / name)  # fails rather than replace a version of that name
+            _fsync_dir(versions)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if activate:
+            set_current(root, name)
+            _remove_flat_layout(root)
+        prune(root, keep)
+    return versions / name
+
+
+# -- the root: pointer, versions, retention, rollback ----------------------------------------------------
+
+
+def read_current(root: Path) -> str | None:
+    """The version CURRENT names, None when there is no CURRENT; garbage in it is an IndexLoadError."""
+    path = Path(root) / CURRENT
     try:
-        with open(tmp / CHUNKS, "w", encoding="utf-8") as f:
-            for c in chunks:
-                f.write(json.dumps(c, ensure_ascii=False) + "\n")
-        (tmp / DOCUMENTS).write_text(json.dumps(documents, ensure_ascii=False, indent=1), encoding="utf-8")
-        index = faiss.IndexFlatIP(embeddings.shape[1])
-        if len(embeddings):
-            index.add(np.ascontiguousarray(embeddings, dtype=np.float32))
-        faiss.write_index(index, str(tmp / DENSE))
-        np.save(tmp / SENTENCES, np.ascontiguousarray(sentence_vectors, dtype=np.float32))
-        lexical.save(str(tmp / LEXICAL), show_progress=False)
-        manifest = dict(manifest)
-        manifest["schema_version"] = SCHEMA_VERSION
-        manifest["package_version"] = __version__
-        manifest["files"] = _checksums(tmp)
-        manifest.setdefault("counts", {})["chunks"] = len(chunks)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
-        for p in tmp.rglob("*"):
-            if p.is_file():
-                with open(p, "rb") as fh:
-                    os.fsync(fh.fileno())
-        _swap_into_place(tmp, out)
-    except BaseException:
+        raw = path.read_bytes()[:512]
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise IndexLoadError(f"cannot read {path} ({e}); " + REBUILD_HINT.format(path=root)) from e
+    try:
+        name = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        name = None
+    if not name or not valid_version_name(name):
+        raise IndexLoadError(f"{path} does not name a version (it holds {raw[:40]!r}); point it at one with "
+                             f"python -m indexer rollback --out {root} --to VERSION, or "
+                             + REBUILD_HINT.format(path=root))
+    return name
+
+
+def resolve(path: Path) -> tuple[Path, Path]:
+    """(index root, version directory) for an index root (through CURRENT) or a version directory."""
+    path = Path(path)
+    try:
+        return _resolve(path)
+    except OSError as e:  # a directory on the way that cannot be read
+        root = path.parent.parent if path.parent.name == VERSIONS else path
+        raise IndexLoadError(f"cannot read the index at {path} ({e}); " + REBUILD_HINT.format(path=root)) from e
+
+
+def _resolve(path: Path) -> tuple[Path, Path]:
+    if (path / CURRENT).exists() or (path / CURRENT).is_symlink():
+        name = read_current(path)
+        vdir = path / VERSIONS / name
+        if not vdir.is_dir():
+            raise IndexNotFound(f"{path / CURRENT} names version {name!r}, which is not in {path / VERSIONS}; "
+                                f"roll back with python -m indexer rollback --out {path}, or "
+                                + REBUILD_HINT.format(path=path))
+        return path, vdir
+    if path.parent.name == VERSIONS and path.is_dir():
+        return path.parent.parent, path
+    if (path / MANIFEST).is_file():
+        raise IndexIncompatible(f"{path} holds an index in the old flat layout (manifest.json in the root, no "
+                                f"CURRENT); " + REBUILD_HINT.format(path=path)
+                                + ", which writes versions/ and CURRENT there")
+    if (path / VERSIONS).is_dir():
+        raise IndexNotFound(f"{path} has versions/ but no {CURRENT} pointer; point it at a version with "
+                            f"python -m indexer rollback --out {path} --to VERSION, or "
+                            + REBUILD_HINT.format(path=path))
+    raise IndexNotFound(f"no index at {path} (no {CURRENT}); " + REBUILD_HINT.format(path=path))
+
+
+def version_dir(root: Path, name: str) -> Path:
+    """The directory of version `name` under `root`; UnknownVersion when there is none."""
+    root = Path(root)
+    if not valid_version_name(name):
+        raise UnknownVersion(f"{name!r} is not a version name (letters, digits, '.', '_', '-')")
+    vdir = root / VERSIONS / name
+    if not vdir.is_dir():
+        known = ", ".join(v.name for v in list_versions(root)) or "none"
+        raise UnknownVersion(f"no version {name!r} in {root / VERSIONS} (versions: {known})")
+    return vdir
+
+
+def has_index(root: Path) -> bool:
+    """Whether `root` has a CURRENT naming a version directory with a manifest (cheap; no verification)."""
+    try:
+        _, vdir = resolve(root)
+    except IndexLoadError:
+        return False
+    return (vdir / MANIFEST).is_file()
+
+
+def _built_at(vdir: Path) -> tuple[float, str | None, int | None]:
+    try:
+        m = json.loads((vdir / MANIFEST).read_text(encoding="utf-8"))
+        return float(m.get("built_at_unix", 0.0)), m.get("built_at"), (m.get("counts") or {}).get("chunks")
+    except (OSError, ValueError, AttributeError, TypeError):
+        return 0.0, None, None
+
+
+def list_versions(root: Path) -> list[VersionInfo]:
+    """The versions under `root`, oldest first (by build time, then name)."""
+    root = Path(root)
+    versions = root / VERSIONS
+    if not versions.is_dir():
+        return []
+    try:
+        current = read_current(root)
+    except IndexLoadError:
+        current = None
+    rows = []
+    for p in versions.iterdir():
+        if p.is_dir() and valid_version_name(p.name):
+            unix, built_at, chunks = _built_at(p)
+            rows.append((unix, p.name, VersionInfo(p.name, p, built_at, chunks, p.name == current)))
+    return [r[2] for r in sorted(rows, key=lambda r: (r[0], r[1]))]
+
+
+def prune(root: Path, keep: int = DEFAULT_KEEP) -> list[str]:
+    """Delete all but the newest `keep` versions, never the one CURRENT names. Call under root_lock."""
+    try:
+        current = read_current(root)
+    except IndexLoadError:
+        log.warning("not pruning %s: its CURRENT is unreadable", root)
+        return []
+    versions = list_versions(root)
+    doomed = [v for v in versions[: max(0, len(versions) - keep)] if v.name != current]
+    for v in doomed:
+        tmp = v.path.parent / f"{DEL_PREFIX}{v.name}-{secrets.token_hex(4)}"
+        os.rename(v.path, tmp)  # one atomic step out of the listing; the slow delete comes after
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+        log.info("pruned version %s from %s", v.name, root)
+    return [v.name for v in doomed]
 
 
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}-{int(time.time())}"
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def rollback(root: Path, to: str | None = None, verify: bool = True) -> tuple[str | None, str]:
+    """Point CURRENT at `to`, or at the newest version older than the current one that loads. The target
+    is loaded and checked first. Returns (previous, new)."""
+    root = Path(root)
+    with root_lock(root):
+        clean_leftovers(root)
+        try:
+            current = read_current(root)
+        except IndexLoadError:
+            current = None
+        versions = list_versions(root)
+        names = [v.name for v in versions]
+        if to is not None:
+            candidates = [version_dir(root, to).name]
+        else:
+            older = names[: names.index(current)] if current in names else names
+            candidates = list(reversed(older))
+            if not candidates:
+                raise UnknownVersion(f"no version older than {current!r} in {root / VERSIONS} to roll back to")
+        reasons = []
+        for name in candidates:
+            try:
+                load_index(root / VERSIONS / name, verify=verify)
+            except IndexLoadError as e:
+                reasons.append(f"{name}: {e}")
+                continue
+            set_current(root, name)
+            return current, name
+        raise IndexLoadError("no version to roll back to loads: " + " | ".join(reasons))
+
+
+# -- reading -----------------------------------------------------------------------------------------------
 
 
 def read_manifest(path: Path) -> dict:
-    path = Path(path)
-    mf = path / MANIFEST
-    if not mf.is_file():
-        raise IndexNotFound(f"no index at {path} (no {MANIFEST}); " + REBUILD_HINT.format(path=path))
+    """The manifest of the version an index root's CURRENT names (or of a version directory)."""
+    root, vdir = resolve(path)
+    return _read_manifest(vdir, root)
+
+
+def _read_manifest(vdir: Path, root: Path) -> dict:
+    mf = vdir / MANIFEST
+    hint = REBUILD_HINT.format(path=root)
+    if not mf.exists() and not mf.is_symlink():
+        raise IndexNotFound(f"index version {vdir} has no {MANIFEST}; {hint}")
     try:
-        return json.loads(mf.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise IndexLoadError(f"{mf} is not valid JSON ({e}); " + REBUILD_HINT.format(path=path)) from e
+        manifest = json.loads(mf.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise IndexLoadError(f"{mf} is not valid JSON ({e}); {hint}") from e
+    except OSError as e:
+        raise IndexLoadError(f"cannot read {mf} ({e}); {hint}") from e
+    if not isinstance(manifest, dict):
+        raise IndexLoadError(f"{mf} is not a JSON object; {hint}")
+    return manifest
 
 
 def check_compatible(manifest: dict, path: Path, model_name: str | None, dim: int | None) -> None:
@@ -162,40 +480,113 @@ def check_compatible(manifest: dict, path: Path, model_name: str | None, dim: in
             f"index at {path} has schema version {manifest.get('schema_version')}, this service reads "
             f"version {SCHEMA_VERSION}; {hint}"
         )
-    model = manifest.get("model", {})
+    model = manifest.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("dim"), int) or model["dim"] < 1:
+        raise IndexIncompatible(f"index at {path}: the manifest gives no model dimension; {hint}")
     if model_name is not None and model.get("name") != model_name:
         raise IndexIncompatible(
             f"index at {path} was built with the model {model.get('name')!r}, the service uses {model_name!r}; {hint}"
         )
-    if dim is not None and model.get("dim") != dim:
-        raise IndexIncompatible(f"index at {path} has {model.get('dim')}-d vectors, the model gives {dim}; {hint}")
+    if dim is not None and model["dim"] != dim:
+        raise IndexIncompatible(f"index at {path} has {model['dim']}-d vectors, the model gives {dim}; {hint}")
+
+
+def _verify_checksums(vdir: Path, manifest: dict, hint: str) -> None:
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise IndexLoadError(f"{vdir / MANIFEST} lists no file checksums (edited, or not written by "
+                             f"python -m indexer build), so its files cannot be verified; {hint}")
+    unlisted = [rel for rel in REQUIRED_FILES if rel not in files]
+    if unlisted:
+        raise IndexLoadError(f"{vdir / MANIFEST} lists no checksum for {', '.join(unlisted)}; {hint}")
+    for rel, digest in files.items():
+        p = vdir / rel
+        inside = not Path(rel).is_absolute() and ".." not in Path(rel).parts
+        if not inside or not isinstance(digest, str) or not p.is_file() or sha256_file(p) != digest:
+            raise IndexLoadError(f"index file {p} is missing or does not match its checksum; {hint}")
+
+
+def _read_chunks(path: Path) -> list[dict]:
+    chunks = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                c = json.loads(line)
+            except ValueError as e:
+                raise IndexLoadError(f"{path}:{n} is not valid JSON ({e})") from e
+            if (not isinstance(c, dict) or not isinstance(c.get("text"), str) or not c.get("chunk_id")
+                    or not isinstance(c.get("sentences"), list)):
+                raise IndexLoadError(f"{path}:{n} is not a chunk record (text, chunk_id, sentences)")
+            chunks.append(c)
+    return chunks
+
+
+def _check_vectors(what: str, v: np.ndarray, rows: int, dim: int, row_name: str) -> None:
+    if v.dtype != np.float32 or v.ndim != 2:
+        raise IndexLoadError(f"{what} holds {v.dtype} of shape {v.shape}; expected float32 rows")
+    if v.shape[1] != dim:
+        raise IndexLoadError(f"{what} has {v.shape[1]}-d vectors; the manifest and the model give {dim}")
+    if v.shape[0] != rows:
+        raise IndexLoadError(f"{what} has {v.shape[0]} vectors for {rows} {row_name}")
+    bad = int((~np.isfinite(v)).any(axis=1).sum())
+    if bad:
+        raise IndexLoadError(f"{what}: {bad} vectors hold NaN or infinite values")
+    off = int((np.abs(np.linalg.norm(v, axis=1) - 1.0) > NORM_TOLERANCE).sum()) if rows else 0
+    if off:
+        raise IndexLoadError(f"{what}: {off} vectors are not of unit length")
 
 
 def load_index(path: Path, model_name: str | None = None, dim: int | None = None, verify: bool = True) -> IndexData:
-    """Load an index directory, refusing one that is incomplete, corrupt or built for another model."""
+    """Load the version an index root's CURRENT names (or a version directory), refusing one that is
+    incomplete, corrupt or built for another model. `verify`: check file checksums too."""
+    root, vdir = resolve(path)
+    hint = REBUILD_HINT.format(path=root)
+    try:
+        return _load_version(vdir, root, model_name, dim, verify, hint)
+    except IndexLoadError as e:
+        if hint in str(e):
+            raise
+        raise type(e)(f"{e}; {hint}") from e
+    except Exception as e:  # faiss, numpy, bm25s and the OS on a corrupt or unreadable file
+        detail = " ".join(str(e).split())[:300]
+        raise IndexLoadError(f"index version {vdir} cannot be read ({type(e).__name__}: {detail}); {hint}") from e
+
+
+def _load_version(vdir: Path, root: Path, model_name: str | None, dim: int | None, verify: bool,
+                  hint: str) -> IndexData:
     import faiss
 
     from indexer.lexical import _bm25s
 
-    bm25s = _bm25s()
-    path = Path(path)
-    manifest = read_manifest(path)
-    check_compatible(manifest, path, model_name, dim)
+    manifest = _read_manifest(vdir, root)
+    check_compatible(manifest, root, model_name, dim)
+    if vdir.parent.name == VERSIONS and manifest.get("index_version") != vdir.name:
+        raise IndexLoadError(f"{vdir / MANIFEST} names version {manifest.get('index_version')!r} but lives in "
+                             f"{vdir.name!r} (moved or edited)")
+    missing = [rel for rel in REQUIRED_FILES if not (vdir / rel).is_file()]
+    if missing:
+        raise IndexLoadError(f"index version {vdir} is incomplete: {', '.join(missing)} missing")
     if verify:
-        for rel, digest in manifest.get("files", {}).items():
-            p = path / rel
-            if not p.is_file() or sha256_file(p) != digest:
-                raise IndexLoadError(f"index file {p} is missing or does not match its checksum; "
-                                  + REBUILD_HINT.format(path=path))
-    with open(path / CHUNKS, encoding="utf-8") as f:
-        chunks = [json.loads(line) for line in f if line.strip()]
-    documents = json.loads((path / DOCUMENTS).read_text(encoding="utf-8"))
-    dense = faiss.read_index(str(path / DENSE))
-    lexical = bm25s.BM25.load(str(path / LEXICAL), show_progress=False, verbosity=0)
-    sentence_vectors = np.load(path / SENTENCES)
+        _verify_checksums(vdir, manifest, hint)
+    mdim = manifest["model"]["dim"]
+    chunks = _read_chunks(vdir / CHUNKS)
+    documents = json.loads((vdir / DOCUMENTS).read_text(encoding="utf-8"))
+    if not isinstance(documents, dict):
+        raise IndexLoadError(f"{vdir / DOCUMENTS} is not a JSON object")
+    dense = faiss.read_index(str(vdir / DENSE))
+    if dense.d != mdim:
+        raise IndexLoadError(f"{vdir / DENSE} has {dense.d}-d vectors; the manifest gives {mdim}")
+    vectors = dense.reconstruct_n(0, dense.ntotal) if dense.ntotal else np.zeros((0, mdim), np.float32)
+    _check_vectors(str(vdir / DENSE), vectors, len(chunks), mdim, "chunks")
+    sentence_vectors = np.load(vdir / SENTENCES, allow_pickle=False)
     n_sent = sum(len(c["sentences"]) for c in chunks)
-    if dense.ntotal != len(chunks) or sentence_vectors.shape[0] != n_sent:
-        raise IndexLoadError(f"index at {path}: {dense.ntotal} vectors for {len(chunks)} chunks, "
-                             f"{sentence_vectors.shape[0]} for {n_sent} sentences; " + REBUILD_HINT.format(path=path))
-    return IndexData(path=path, manifest=manifest, chunks=chunks, documents=documents, dense=dense, lexical=lexical,
-                     sentence_vectors=sentence_vectors)
+    _check_vectors(str(vdir / SENTENCES), sentence_vectors, n_sent, mdim, "sentences")
+    lexical = _bm25s().BM25.load(str(vdir / LEXICAL), show_progress=False, verbosity=0)
+    scores = getattr(lexical, "scores", None)
+    n_docs = scores.get("num_docs") if isinstance(scores, dict) else None
+    if n_docs != len(chunks):
+        raise IndexLoadError(f"{vdir / LEXICAL} indexes {n_docs} documents for {len(chunks)} chunks")
+    return IndexData(path=vdir, manifest=manifest, chunks=chunks, documents=documents, dense=dense,
+                     lexical=lexical, sentence_vectors=sentence_vectors)

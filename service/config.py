@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from indexer.embed import DEFAULT_MODEL_NAME
@@ -24,3 +24,21 @@ class Settings(BaseSettings):
     sentence_weight: float = Field(0.5, ge=0.0, le=1.0, description="dense: weight of the best sentence")
     verify_checksums: bool = Field(True, description="check every index file against the manifest at load")
     cache_size: int = Field(2048, ge=0, description="query vectors kept in memory")
+
+    # lifecycle / admin
+    admin_token: SecretStr | None = Field(
+        None, description="bearer token for /v1/admin/*; unset or empty: the admin endpoints are off (404)")
+    api_keys: SecretStr | None = Field(
+        None, description="comma-separated keys for /v1/search, /v1/ask and /v1/index (Authorization: Bearer "
+                          "<key> or X-API-Key); unset: those endpoints are open")
+    load_retry_initial: float = Field(1.0, gt=0, description="seconds before the first retry of a failed start-up load")
+    load_retry_max: float = Field(30.0, gt=0, description="longest wait between start-up load retries (doubling)")
+    reload_probes: int = Field(3, ge=1, le=20, description="probe queries a new index version must answer before "
+                                                          "it is served (at start and on reload)")
+
+    def api_key_list(self) -> list[str]:
+        raw = self.api_keys.get_secret_value() if self.api_keys else ""
+        return [k.strip() for k in raw.split(",") if k.strip()]
+
+    def admin_token_value(self) -> str | None:
+        return (self.admin_token.get_secret_value() if self.admin_token else "") or None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -15,8 +15,8 @@ from indexer.embed import Embedder
 from service.config import Settings
 from service.errors import install_error_handlers
 from service.metrics import Metrics, MetricsMiddleware
-from service.routes import ask, ops, page, search
-from service.state import Resources
+from service.routes import admin, ask, ops, page, search
+from service.state import Resources, install_sighup
 
 STATIC = Path(__file__).resolve().parent / "static"
 log = logging.getLogger(__name__)
@@ -30,14 +30,19 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        resources = Resources(settings)
+        resources = Resources(settings, embedder)
         app.state.resources = resources
-        task = asyncio.get_running_loop().run_in_executor(None, resources.load, embedder)
+        first = asyncio.get_running_loop().run_in_executor(None, resources.load)
         if not background_load:
-            await task
+            await first
+        loading = asyncio.create_task(resources.keep_loading(first))  # retries with backoff until served
+        remove_sighup = install_sighup(resources)  # SIGHUP → reload (main thread only)
         yield
-        if not task.done():
-            await task
+        if remove_sighup is not None:
+            remove_sighup()
+        loading.cancel()
+        with suppress(asyncio.CancelledError):
+            await loading
 
     app = FastAPI(title="reportqa", version=__version__, lifespan=lifespan,
                   description="Semantic search and extractive question answering with precise citations.")
@@ -49,6 +54,7 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
     app.include_router(ops.router)
     app.include_router(search.router)
     app.include_router(ask.router)
+    app.include_router(admin.router)
     app.include_router(page.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -1,60 +1,214 @@
-"""What the service holds once loaded: the embedder, the index, the retriever and the answerer.
+"""What the service holds: the embedder (loaded once) and an immutable snapshot of the served index version.
 
-Loaded once per app (in the lifespan, on a worker thread so /healthz and /readyz answer meanwhile) and kept
-in app.state; nothing lives in module globals.
+A `Snapshot` bundles one loaded index version with its retriever and answerer and never changes. Requests
+take the current snapshot once (`service.deps`) and use only it, so a request in flight finishes on the
+version it started with, and every response's `index_version` is that snapshot's. A reload (HTTP or SIGHUP)
+loads and checks the new version beside the old one — checksums, structure (`indexer.store.load_index`) and
+a few probe queries through its retriever and answerer — and then swaps it in with one reference assignment;
+if anything fails the old snapshot keeps serving. Reloads and start-up loads are serialized by one lock.
+
+Start-up loads on a worker thread (so /healthz and /readyz answer meanwhile) and retries with doubling waits
+(`load_retry_initial` up to `load_retry_max`) until a version loads, so an index built after the service
+started is picked up; /readyz says why it is not ready until then. Everything lives in app.state, nothing
+in module globals.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
+import signal
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from indexer.embed import Embedder, SentenceTransformerEmbedder
-from indexer.store import IndexData, IndexLoadError, load_index
+from indexer.store import REBUILD_HINT, IndexData, IndexLoadError, load_index, version_dir
+from indexer.text import analyze
 from service.config import Settings
-from service.retrieval import FusionConfig, Retriever
+from service.retrieval import MODES, FusionConfig, Retriever
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Resources:
+@dataclass(frozen=True)
+class Snapshot:
+    """One loaded index version and what serves it. Never modified: a reload makes a new one."""
+
     settings: Settings
-    status: str = "loading"  # loading | ready | error
-    error: str | None = None
-    embedder: Embedder | None = None
-    index: IndexData | None = None
-    retriever: Retriever | None = None
-    answerer: object | None = None
-    loaded_at: float | None = None
+    embedder: Embedder
+    index: IndexData
+    retriever: Retriever
+    answerer: object  # service.answer.Answerer
+    loaded_at: float
 
-    def load(self, embedder: Embedder | None = None) -> None:
-        """Load the model and the index; on failure keep the reason for /readyz (never raise)."""
-        t0 = time.time()
+    @property
+    def version(self) -> str:
+        return self.index.version
+
+
+def probe(snapshot: Snapshot, n: int) -> None:
+    """Run `n` probe queries (the opening words of chunks spread over the index, heading path first) through
+    every search mode and the answerer; a version whose files load but cannot answer is refused here."""
+    chunks = snapshot.index.chunks
+    if not chunks:
+        raise IndexLoadError(f"index version {snapshot.version} holds no chunks")
+    hint = REBUILD_HINT.format(path=snapshot.settings.index_dir)
+    picks = sorted({round(i * (len(chunks) - 1) / max(1, n - 1)) for i in range(n)})
+    for i in picks:
+        query = " ".join(chunks[i].get("embed_text", chunks[i]["text"]).split()[:16]) or chunks[i]["chunk_id"]
         try:
-            s = self.settings
-            self.embedder = embedder or SentenceTransformerEmbedder(s.model_dir, threads=s.torch_threads,
-                                                                    name=s.model_name)
-            self.index = load_index(s.index_dir, model_name=self.embedder.name, dim=self.embedder.dim,
-                                    verify=s.verify_checksums)
-            fusion = FusionConfig(alpha=s.fusion_alpha, sentence_weight=s.sentence_weight)
-            self.retriever = Retriever(self.index, self.embedder, fusion, cache_size=s.cache_size)
-            from service.answer import Answerer
-
-            self.answerer = Answerer(self.retriever)
-            self.retriever.encode_query("warm up")  # first call pays torch's lazy initialisation
-            self.loaded_at = time.time()
-            self.status = "ready"
-            log.info("loaded index %s (%d chunks) in %.1fs", self.index.version, len(self.index.chunks),
-                     time.time() - t0)
+            for mode in MODES:
+                if mode == "lexical" and not analyze(query):
+                    continue  # only stop words: BM25 has nothing to match
+                hits = snapshot.retriever.search(query, k=3, mode=mode)
+                if not hits or not all(math.isfinite(h.score) for h in hits):
+                    raise IndexLoadError(f"probe query {query!r} found {len(hits)} passages in {mode} mode "
+                                         f"(scores {[h.score for h in hits]})")
+            snapshot.answerer.ask(query, 3)
         except IndexLoadError as e:
-            self._fail(str(e))
-        except Exception as e:  # model missing, corrupt files: report, do not crash the process
-            log.exception("loading failed")
-            self._fail(f"{type(e).__name__}: {e}")
+            raise IndexLoadError(f"index version {snapshot.version} failed a probe: {e}; {hint}") from e
+        except Exception as e:
+            raise IndexLoadError(f"index version {snapshot.version} failed a probe query {query!r} "
+                                 f"({type(e).__name__}: {e}); {hint}") from e
+
+
+class Resources:
+    """The app's serving state: settings, the embedder, the current snapshot, and why it is not ready."""
+
+    def __init__(self, settings: Settings, embedder: Embedder | None = None) -> None:
+        self.settings = settings
+        self.embedder = embedder
+        self.snapshot: Snapshot | None = None
+        self.status = "loading"  # loading | ready | error (ready once any version is served)
+        self.error: str | None = None  # why it is not ready (start-up)
+        self.last_reload: dict | None = None  # the outcome of the last reload, for /v1/admin/versions
+        self._lock = threading.Lock()
+
+    # read-only views of the current snapshot, for code that does not serve a request (metrics, readyz)
+    @property
+    def index(self) -> IndexData | None:
+        snap = self.snapshot
+        return snap.index if snap else None
+
+    @property
+    def version(self) -> str | None:
+        snap = self.snapshot
+        return snap.version if snap else None
+
+    def _embedder(self) -> Embedder:
+        if self.embedder is None:  # once per process; reloads reuse it
+            s = self.settings
+            self.embedder = SentenceTransformerEmbedder(s.model_dir, threads=s.torch_threads, name=s.model_name)
+        return self.embedder
+
+    def _build(self, path: Path) -> Snapshot:
+        from service.answer import Answerer
+
+        s = self.settings
+        embedder = self._embedder()
+        index = load_index(path, model_name=embedder.name, dim=embedder.dim, verify=s.verify_checksums)
+        fusion = FusionConfig(alpha=s.fusion_alpha, sentence_weight=s.sentence_weight)
+        retriever = Retriever(index, embedder, fusion, cache_size=s.cache_size)
+        snapshot = Snapshot(settings=s, embedder=embedder, index=index, retriever=retriever,
+                            answerer=Answerer(retriever), loaded_at=time.time())
+        probe(snapshot, s.reload_probes)  # also pays torch's lazy initialisation before the first request
+        return snapshot
+
+    def _swap(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot  # the swap: one reference assignment
+        self.status, self.error = "ready", None
+
+    def load(self) -> bool:
+        """Start-up: load the model and the version CURRENT names; on failure keep the reason for /readyz
+        (never raise). True once a version is served."""
+        t0 = time.time()
+        with self._lock:
+            if self.snapshot is not None:  # a reload got there first
+                return True
+            try:
+                snapshot = self._build(self.settings.index_dir)
+            except IndexLoadError as e:
+                self._fail(str(e))
+                return False
+            except Exception as e:  # the model missing, an unexpected error: report, do not crash the process
+                log.exception("loading failed")
+                self._fail(f"{type(e).__name__}: {e}")
+                return False
+            self._swap(snapshot)
+        log.info("serving index %s (%d chunks), loaded in %.1fs", snapshot.version, len(snapshot.index.chunks),
+                 time.time() - t0)
+        return True
+
+    async def keep_loading(self, first: asyncio.Future) -> None:
+        """Wait for the first start-up load; while nothing is served, retry with doubling waits."""
+        ok = await first
+        delay = self.settings.load_retry_initial
+        loop = asyncio.get_running_loop()
+        while not ok and self.snapshot is None:
+            self.error = f"{self.error} (retrying in {delay:g}s)"
+            log.warning("retrying the index load in %gs", delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.settings.load_retry_max)
+            ok = await loop.run_in_executor(None, self.load)
+
+    def reload(self, version: str | None = None) -> tuple[str | None, str]:
+        """Load `version` (default: the one CURRENT names), check it beside the served one, then swap it in.
+        Raises UnknownVersion for a version the root does not hold and IndexLoadError for one that cannot be
+        served; either way the served snapshot is unchanged. Returns (previous, current) versions."""
+        t0 = time.time()
+        with self._lock:
+            previous = self.version
+            try:
+                root = self.settings.index_dir
+                path = version_dir(root, version) if version is not None else root
+                try:
+                    snapshot = self._build(path)
+                except IndexLoadError:
+                    raise
+                except Exception as e:
+                    log.exception("reload failed")
+                    raise IndexLoadError(f"{type(e).__name__}: {e}") from e
+            except IndexLoadError as e:
+                self.last_reload = {"ok": False, "at": time.time(), "requested": version, "serving": previous,
+                                    "detail": str(e)}
+                log.error("reload of %s failed, still serving %s: %s", version or "CURRENT", previous, e)
+                raise
+            self._swap(snapshot)
+            self.last_reload = {"ok": True, "at": time.time(), "requested": version, "previous": previous,
+                                "serving": snapshot.version}
+        log.info("reloaded: %s -> %s in %.2fs", previous, snapshot.version, time.time() - t0)
+        return previous, snapshot.version
+
+    def reload_quietly(self) -> None:
+        """A reload whose outcome only the log (and /v1/admin/versions) reports: SIGHUP's."""
+        try:
+            self.reload()
+        except IndexLoadError:
+            pass  # logged by reload(); the old version keeps serving
 
     def _fail(self, message: str) -> None:
         self.status = "error"
         self.error = message
         log.error("the service cannot serve: %s", message)
+
+
+def install_sighup(resources: Resources) -> Callable[[], None] | None:
+    """SIGHUP → reload what CURRENT names (on a worker thread). Only from the main thread (where signal
+    handlers can be installed); returns the function that removes the handler, or None."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGHUP"):
+        return None
+    loop = asyncio.get_running_loop()
+
+    def on_hup() -> None:
+        log.info("SIGHUP: reloading the index version CURRENT names")
+        loop.run_in_executor(None, resources.reload_quietly)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+    except (NotImplementedError, RuntimeError, ValueError):
+        return None
+    return lambda: loop.remove_signal_handler(signal.SIGHUP)

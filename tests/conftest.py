@@ -94,3 +94,54 @@ def client(real_index, real_embedder):
 def fake_client(fake_index, fake_embedder):
     with make_client(fake_index, fake_embedder) as c:
         yield c
+
+
+# -- index lifecycle: two small versions whose answers tell them apart ---------------------------------
+
+ADMIN_TOKEN = "test-admin-token"
+MARKER_QUERY = "flamingo census"
+
+_TOPICS = {
+    "harbour": "The harbour authority dredged the northern channel so that container ships with deeper "
+               "draughts could berth at the new quay, and the pilots rehearsed the approach in a simulator.",
+    "orchard": "The orchard cooperative planted three hundred pear trees on the southern slope, grafted onto "
+               "quince rootstock, and installed drip irrigation fed from the old mill pond.",
+    "library": "The municipal library digitised its collection of nineteenth century maps, repaired the "
+               "reading room roof and extended its opening hours on weekday evenings.",
+}
+
+
+def write_small_corpus(directory: Path, marker: str) -> Path:
+    """Three ordinary documents and `census-<marker>.md`, the only one about a flamingo census: the top
+    result of MARKER_QUERY tells which corpus (hence which index version) answered."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in _TOPICS.items():
+        (directory / f"{name}.md").write_text(
+            f"# The {name} report\n\n## Works\n\n{text}\n\n## Budget\n\nThe {name} works were paid from the "
+            f"regional fund; the accounts were audited in March and published with the annual statement.\n",
+            encoding="utf-8")
+    (directory / f"census-{marker}.md").write_text(
+        f"# Flamingo census {marker}\n\n## Counting\n\nVolunteers of team {marker} counted the flamingos on the "
+        f"salt lake at dawn for the flamingo census, using drones and spotting scopes along the shore.\n",
+        encoding="utf-8")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def two_versions(tmp_path_factory, fake_embedder) -> tuple[Path, str, str]:
+    """An index root holding version A (marker 'alpha') and version B (marker 'bravo'); CURRENT names A."""
+    from indexer.build import build_index
+    from indexer.store import set_current
+
+    base = tmp_path_factory.mktemp("two-versions")
+    root = base / "index"
+    a = build_index(write_small_corpus(base / "corpus-a", "alpha"), root, fake_embedder).index_version
+    b = build_index(write_small_corpus(base / "corpus-b", "bravo"), root, fake_embedder).index_version
+    set_current(root, a)
+    return root, a, b
+
+
+def copy_root(two_versions, dest: Path) -> tuple[Path, str, str]:
+    root, a, b = two_versions
+    shutil.copytree(root, dest)
+    return dest, a, b

@@ -1,4 +1,4 @@
-"""The index directory: manifest, atomic writes, refusing incompatible or corrupt indexes."""
+"""The index root: manifest, versions and CURRENT, atomic writes, refusing incompatible or corrupt indexes."""
 
 import json
 import shutil
@@ -12,7 +12,7 @@ from tests.conftest import CORPUS
 
 def test_manifest_records_what_was_built(fake_index):
     m = read_manifest(fake_index)
-    assert m["schema_version"] == 1 and m["package_version"]
+    assert m["schema_version"] == 2 and m["package_version"]
     assert m["model"]["name"] == "fake-hash-embedder" and m["model"]["dim"] == 64
     assert m["chunker"]["target_tokens"] > 0 and m["chunker"]["max_pieces"] == 256
     assert m["counts"]["truncated_chunks"] == 0
@@ -20,6 +20,8 @@ def test_manifest_records_what_was_built(fake_index):
     assert "openinfra-annual-report-2023.md" in m["corpus"]["files"]
     assert set(m["files"]) >= {"chunks.jsonl", "documents.json", "dense.faiss", "sentences.npy"}
     assert m["built_at"] and m["index_version"] and m["warnings"]
+    assert (fake_index / "CURRENT").read_text().strip() == m["index_version"]
+    assert (fake_index / "versions" / m["index_version"] / "manifest.json").is_file()
 
 
 def test_refuses_another_model_or_schema(fake_index, tmp_path):
@@ -27,9 +29,10 @@ def test_refuses_another_model_or_schema(fake_index, tmp_path):
         load_index(fake_index, model_name="sentence-transformers/all-MiniLM-L6-v2")
     copy = tmp_path / "idx"
     shutil.copytree(fake_index, copy)
-    m = json.loads((copy / "manifest.json").read_text())
+    mf = load_index(copy).path / "manifest.json"
+    m = json.loads(mf.read_text())
     m["schema_version"] = 999
-    (copy / "manifest.json").write_text(json.dumps(m))
+    mf.write_text(json.dumps(m))
     with pytest.raises(IndexIncompatible, match="schema version 999"):
         load_index(copy)
 
@@ -37,7 +40,7 @@ def test_refuses_another_model_or_schema(fake_index, tmp_path):
 def test_refuses_a_corrupt_file(fake_index, tmp_path):
     copy = tmp_path / "idx"
     shutil.copytree(fake_index, copy)
-    with open(copy / "chunks.jsonl", "a") as f:
+    with open(load_index(copy).path / "chunks.jsonl", "a") as f:
         f.write("\n")
     with pytest.raises(IndexLoadError, match="checksum"):
         load_index(copy)
@@ -51,7 +54,7 @@ def test_missing_index_says_how_to_build(tmp_path):
 def test_failed_build_leaves_the_old_index_untouched(fake_index, tmp_path, fake_embedder, monkeypatch):
     out = tmp_path / "index"
     shutil.copytree(fake_index, out)
-    before = (out / "manifest.json").read_text()
+    before = read_manifest(out)
 
     import indexer.store as store
 
@@ -61,9 +64,10 @@ def test_failed_build_leaves_the_old_index_untouched(fake_index, tmp_path, fake_
     monkeypatch.setattr(store.np, "save", boom)
     with pytest.raises(RuntimeError):
         build_index(CORPUS, out, fake_embedder)
-    assert (out / "manifest.json").read_text() == before
-    assert load_index(out).version == json.loads(before)["index_version"]
-    assert [p.name for p in tmp_path.iterdir()] == ["index"]  # no temporary directory left behind
+    assert read_manifest(out) == before
+    assert load_index(out).version == before["index_version"]
+    assert [p.name for p in tmp_path.iterdir()] == ["index"]
+    assert [p.name for p in (out / "versions").iterdir()] == [before["index_version"]]  # no temporary directory
 
 
 def test_corpus_errors(tmp_path, fake_embedder):
