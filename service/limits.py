@@ -83,6 +83,13 @@ class Limiter:
             self.metrics.refused(reason)
         return Overloaded(message, retry_after=max(1, math.ceil(self.queue_timeout_s)))
 
+    def check_admission(self) -> None:
+        """Raise Overloaded now if a request arriving would be refused (every slot busy, queue full): lets the
+        edge refuse before reading and validating the request (service.middleware.AdmissionMiddleware)."""
+        if self.in_flight >= self.max_concurrency and self.waiting >= self.max_queue:
+            raise self._refuse("overload", f"the service is busy ({self.in_flight} requests in progress, "
+                               f"{self.waiting} waiting); retry shortly")
+
     @asynccontextmanager
     async def slot(self, client: str | None = None) -> AsyncIterator[None]:
         """Hold one of the slots for the duration of the block (or raise RateLimited / Overloaded)."""
@@ -94,9 +101,7 @@ class Limiter:
                 raise RateLimited(f"more than {self.buckets.rate:g} requests per second from this client; "
                                   f"retry in {wait:.1f} s", retry_after=max(1, math.ceil(wait)))
         if self.in_flight >= self.max_concurrency:
-            if self.waiting >= self.max_queue:
-                raise self._refuse("overload", f"the service is busy ({self.in_flight} requests in progress, "
-                                   f"{self.waiting} waiting); retry shortly")
+            self.check_admission()
             self.waiting += 1
             self._gauges()
             try:

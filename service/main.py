@@ -18,7 +18,7 @@ from service.config import Settings
 from service.errors import install_error_handlers
 from service.limits import Limiter
 from service.metrics import Metrics, MetricsMiddleware
-from service.middleware import BodyLimitMiddleware, HostCheckMiddleware, SecurityHeadersMiddleware
+from service.middleware import AdmissionMiddleware, BodyLimitMiddleware, HostCheckMiddleware, SecurityHeadersMiddleware
 from service.routes import ask, ops, page, search
 from service.routes.docs import install_docs
 from service.state import Resources
@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
     app.state.metrics = metrics
     app.state.settings = settings
     # outermost last: metrics see every response, headers go on every response (413s included)
+    app.add_middleware(AdmissionMiddleware, paths=frozenset({"/v1/search", "/v1/ask"}))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s,
                        metrics=metrics)
     if settings.cors_origins:

@@ -18,6 +18,7 @@ import re
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.limits import Overloaded
 from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,25 @@ class BodyLimitMiddleware:
             if state["started"]:
                 raise
             await send_json(send, exc.status_code, {"detail": exc.detail}, exc.headers)
+
+
+class AdmissionMiddleware:
+    """Refuse a search/ask request with 503 at once when the limiter is saturated, before its body is read,
+    parsed and validated: under overload a refusal costs next to nothing (the route still takes a slot)."""
+
+    def __init__(self, app: ASGIApp, paths: frozenset[str]) -> None:
+        self.app, self.paths = app, paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in self.paths:
+            limiter = getattr(scope["app"].state, "limiter", None)
+            if limiter is not None:
+                try:
+                    limiter.check_admission()
+                except Overloaded as exc:
+                    await send_json(send, 503, {"detail": str(exc)}, {"Retry-After": str(exc.retry_after)})
+                    return
+        await self.app(scope, receive, send)
 
 
 class HostCheckMiddleware:

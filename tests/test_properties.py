@@ -12,7 +12,8 @@ TOKENS = ["# ", "## ", "### ", "\n", "\n\n", "**", "*", "_", "`", "```", "- ", "
           "<br>", "<script>", "---\n", "title: x\n", "    ", "\t", "\\*", ".", "? ", "! ", ":", "|", "&amp;",
           "Kata", "Containers", "OpenInfra", "2023", "é", "日本", "\u202e", "\x00", "\r\n", " ", "word"]
 WORDS = [" the board ", " members met in Berlin. ", " It grew 20% ", " Who chairs it? ", " community "]
-markdownish = st.lists(st.one_of(st.sampled_from(TOKENS), st.sampled_from(WORDS), st.text(max_size=8)), max_size=160).map("".join)
+piece = st.one_of(st.sampled_from(TOKENS), st.sampled_from(WORDS), st.text(max_size=8))
+markdownish = st.lists(piece, max_size=160).map("".join)
 any_text = st.one_of(markdownish, st.text(max_size=400))
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
 
