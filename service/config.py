@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     graceful_shutdown_s: float = Field(20.0, gt=0, description="SIGTERM: in-flight requests get this long")
     max_connections: int = Field(256, ge=1, description="open connections; a request over the cap is a 503")
     max_concurrency: int = Field(2, ge=1, description="search/ask requests encoding and scoring at once")
-    max_queue: int = Field(2, ge=0, description="search/ask requests waiting for a slot; more is a 503")
+    max_queue: int = Field(0, ge=0, description="search/ask requests waiting for a slot; more is a 503")
     queue_timeout_s: float = Field(1.0, gt=0, description="longest wait for a slot before a 503")
     rate_limit: float = Field(0.0, ge=0, description="search/ask requests per second per client IP (0: off)")
     rate_burst: int = Field(20, ge=1, description="token bucket size of the per-client rate limit")
