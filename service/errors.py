@@ -66,6 +66,17 @@ def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: _RESPONSES[code] for code in codes}
 
 
+def allowed_methods(request: Request, allow: str) -> str:
+    """`allow` (what the router says: the methods of the first route at this path) plus what the API documents
+    for the path (e.g. GET and POST /v1/search are two routes)."""
+    methods = {m.strip() for m in allow.split(",") if m.strip()}
+    documented = request.app.openapi().get("paths", {}).get(request.url.path, {})
+    methods |= {m.upper() for m in documented if m.upper() in ("GET", "POST", "PUT", "PATCH", "DELETE")}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
+
+
 def _error(loc: list, msg: str, type_: str) -> dict:
     return {"loc": loc, "msg": msg, "type": type_}
 
@@ -124,8 +135,11 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "2"})
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException):
-        return JSONResponse(clean({"detail": exc.detail}), status_code=exc.status_code, headers=exc.headers)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request, headers.get("Allow", ""))
+        return JSONResponse(clean({"detail": exc.detail}), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):

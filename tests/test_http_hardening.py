@@ -224,10 +224,10 @@ def test_metrics_labels_come_from_closed_sets(fake_index, fake_embedder):
 
 def test_405_names_the_allowed_methods(fake_client):
     r = fake_client.patch("/v1/search")
-    assert r.status_code == 405 and set(r.headers["allow"].replace(" ", "").split(",")) == {"GET", "POST"} or \
-        r.headers["allow"] in ("GET", "POST")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD, POST"  # both routes of the path
     r = fake_client.delete("/v1/ask")
     assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert fake_client.post("/healthz").headers["allow"] == "GET, HEAD"
 
 
 def test_openapi_describes_the_errors_and_the_configured_limits(fake_index, fake_embedder):
@@ -249,3 +249,19 @@ def test_openapi_describes_the_errors_and_the_configured_limits(fake_index, fake
 def test_filters_still_work(fake_client):
     r = fake_client.get("/v1/search", params={"q": "members", "doc_id": DOC_ID, "section": "openinfra-asia"})
     assert r.status_code == 200 and {x["citation"]["anchor"] for x in r.json()["results"]} == {"openinfra-asia"}
+
+
+def test_metrics_aggregate_across_processes_with_prometheus_multiproc_dir(tmp_path):
+    """With PROMETHEUS_MULTIPROC_DIR (read by prometheus-client at import), two worker processes' counts add up."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("from service.metrics import Metrics; m = Metrics(); m.observe('GET', '/v1/search', 200, 0.01); "
+              "m.refused('overload'); import sys; sys.stdout.buffer.write(m.render())")
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    outs = [subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, check=True).stdout.decode()
+            for _ in range(2)]
+    assert 'reportqa_requests_total{method="GET",route="/v1/search",status="200"} 1.0' in outs[0]
+    assert 'reportqa_requests_total{method="GET",route="/v1/search",status="200"} 2.0' in outs[1]
+    assert 'reportqa_refusals_total{reason="overload"} 2.0' in outs[1]
