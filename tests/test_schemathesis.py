@@ -21,7 +21,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance, negative_data_rejection, unsupported_method, allow_header_conformance]
 
 
-EXAMPLES = 100  # per operation and mode
+EXAMPLES = 200  # per operation and mode
 
 
 def test_api_contract(fake_index, fake_embedder):
