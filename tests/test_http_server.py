@@ -124,19 +124,25 @@ def test_burst_gets_only_200_or_503_healthz_answers_and_the_service_recovers(ser
 
 def test_sigterm_under_load_with_a_slow_client(fake_index, tmp_path):
     srv = Server(fake_index, tmp_path / "server.log", REPORTQA_BODY_TIMEOUT_S="2", REPORTQA_MAX_CONCURRENCY="2",
-                 REPORTQA_MAX_QUEUE="4", REPORTQA_GRACEFUL_SHUTDOWN_S="10", FAKE_ENCODE_DELAY_S="0.3")
+                 REPORTQA_MAX_QUEUE="4", REPORTQA_QUEUE_TIMEOUT_S="10", REPORTQA_GRACEFUL_SHUTDOWN_S="10",
+                 FAKE_ENCODE_DELAY_S="1.0")
     try:
         slow = srv.connect()
         slow.sendall(request("POST", "/v1/search").replace(b"\r\n\r\n", b"\r\nContent-Length: 40\r\n\r\n") + b"{")
         idle = srv.connect()
         idle.sendall(b"GET /healthz HTTP/1.1\r\n")  # partial headers
         busy = []
-        for i in range(4):  # in flight: 2 encoding, 2 queued, 0.3 s each
+        for i in range(4):  # in flight: 2 encoding, 2 queued, 1 s each
             s = srv.connect()
             s.sendall(request("POST", "/v1/search", f'{{"query": "term {i} z{i}q", "k": 1}}'.encode(),
                               "Connection: close\r\n"))
             busy.append(s)
-        time.sleep(0.2)
+        deadline = time.time() + 10
+        while time.time() < deadline:  # every request is in the service before the signal
+            m = httpx.get(f"{srv.base}/metrics", timeout=5).text
+            if "reportqa_search_in_flight 2.0" in m and "reportqa_search_queued 2.0" in m:
+                break
+            time.sleep(0.05)
         srv.proc.send_signal(signal.SIGTERM)
         replies = [read_until_closed(s) for s in busy]
         assert all(r.startswith(b"HTTP/1.1 200") for r in replies), [r[:40] for r in replies]

@@ -30,14 +30,15 @@ class Readiness(BaseModel):
     detail: str | None = None
 
 
-@router.get("/healthz", response_model=Health, summary="200 while the process lives")
+@router.get("/healthz", response_model=Health, summary="200 while the process lives", responses=responses(400))
 async def healthz() -> dict:
     return {"status": "ok"}
 
 
 @router.get("/readyz", response_model=Readiness, summary="200 once the model and index are loaded, 503 before",
-            responses={503: {"model": Readiness, "description": "loading, or the index cannot be served (detail)",
-                             "headers": responses(503)[503]["headers"]}})
+            responses={**responses(400), 503: {
+                "model": Readiness, "description": "loading, or the index cannot be served (detail)",
+                "headers": responses(503)[503]["headers"]}})
 async def readyz(request: Request):
     res = request.app.state.resources
     if res.status == "ready":
@@ -48,7 +49,7 @@ async def readyz(request: Request):
     return JSONResponse(body, status_code=503, headers={"Retry-After": "2"})
 
 
-@router.get("/v1/index", summary="What is being served", responses=responses(503))
+@router.get("/v1/index", summary="What is being served", responses=responses(400, 503))
 async def index_info(res: ReadyDep) -> dict:
     m = res.index.manifest
     return {
@@ -68,7 +69,7 @@ async def index_info(res: ReadyDep) -> dict:
 
 
 @router.get("/metrics", summary="Prometheus text format",
-            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+            responses={**responses(400), 200: {"content": {"text/plain": {"schema": {"type": "string"}}},
                              "description": "Prometheus text exposition format"}})
 async def metrics(request: Request) -> Response:
     res, metrics = request.app.state.resources, request.app.state.metrics
