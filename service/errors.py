@@ -117,10 +117,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(QueryTooLong)
     async def _too_long(request: Request, exc: QueryTooLong):
-        loc = ["body", "question"] if request.url.path.endswith("/ask") else ["body", "query"]
+        message = str(exc)
         if request.method == "GET":
             loc = ["query", "q"]
-        return _validation_response([_error(loc, str(exc), "query_too_long_for_model")])
+        elif request.url.path.endswith("/ask"):
+            loc = ["body", "question"]
+            message += (" A follow-up question is searched together with the last user turns of `history`: "
+                        "when those make it too long, send shorter turns.")
+        else:
+            loc = ["body", "query"]
+        return _validation_response([_error(loc, message, "query_too_long_for_model")])
 
     @app.exception_handler(Overloaded)
     async def _overloaded(_: Request, exc: Overloaded):

@@ -103,7 +103,7 @@ def test_query_longer_than_the_model_reads_is_refused_not_truncated(fake_client)
     turn = " ".join(["h"] * 260)
     r = fake_client.post("/v1/ask", json={"question": "and its members?", "history": [{"role": "user",
                                                                                         "content": turn}]})
-    assert r.status_code == 422 and "word pieces" in r.json()["message"]
+    assert r.status_code == 422 and "word pieces" in r.json()["message"] and "history" in r.json()["message"]
     assert fake_client.post("/v1/search", json={"query": " ".join(["w"] * 254)}).status_code == 200  # 256: fits
 
 

@@ -9,7 +9,7 @@ from service.answer import BudgetTooSmall
 from service.deps import MetricsDep, ReadyDep
 from service.errors import BadInput, responses
 from service.limits import LimiterDep, client_key
-from service.routes.search import check_model_length, check_text
+from service.routes.search import check_text
 from service.schemas import AskRequest, AskResponse
 
 router = APIRouter(prefix="/v1", tags=["ask"])
@@ -27,7 +27,7 @@ async def ask(req: AskRequest, request: Request, res: ReadyDep, metrics: Metrics
     if total > s.max_history_chars:
         raise BadInput(["body", "history"], f"holds {total} characters; the limit is {s.max_history_chars}. "
                        "Send fewer or shorter turns.", "too_long")
-    check_model_length(res.retriever, question, ["body", "question"])
+    res.retriever.check_query_length(question)  # QueryTooLong: a 422 (service/errors.py) before taking a slot
     history = [t.model_dump() for t in req.history]
     try:
         async with limiter.slot(client_key(request)):

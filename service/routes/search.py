@@ -13,7 +13,6 @@ from service.deps import MetricsDep, ReadyDep
 from service.errors import BadInput, responses
 from service.limits import LimiterDep, client_key
 from service.results import search_response
-from service.retrieval import QueryTooLong, Retriever
 from service.schemas import MAX_FILTER_CHARS, MAX_TEXT_CHARS, Filters, Mode, SearchRequest, SearchResponse
 
 router = APIRouter(prefix="/v1", tags=["search"])
@@ -29,19 +28,11 @@ def check_text(text: str, field: list[str], limit: int) -> str:
     return text.strip()
 
 
-def check_model_length(retriever: Retriever, text: str, field: list[str]) -> None:
-    """A query the model would cut (over its word pieces) is refused with a 422, never truncated."""
-    try:
-        retriever.check_query_length(text)
-    except QueryTooLong as e:
-        raise BadInput(field, str(e), "query_too_long_for_model") from None
-
-
 async def _search(req: SearchRequest, request: Request, res, metrics, limiter, loc: list[str]) -> dict:
     query = check_text(req.query, loc, res.settings.max_query_chars)
     retriever = res.retriever
     if req.mode != "lexical":
-        check_model_length(retriever, query, loc)
+        retriever.check_query_length(query)  # QueryTooLong: a 422 (service/errors.py) before taking a slot
     async with limiter.slot(client_key(request)):
         out = await run_in_threadpool(search_response, retriever, query, req.k, req.mode,
                                       req.filters.doc_id, req.filters.section)
