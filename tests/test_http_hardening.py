@@ -265,3 +265,20 @@ def test_metrics_aggregate_across_processes_with_prometheus_multiproc_dir(tmp_pa
     assert 'reportqa_requests_total{method="GET",route="/v1/search",status="200"} 1.0' in outs[0]
     assert 'reportqa_requests_total{method="GET",route="/v1/search",status="200"} 2.0' in outs[1]
     assert 'reportqa_refusals_total{reason="overload"} 2.0' in outs[1]
+
+
+@pytest.mark.slow
+def test_hostile_text_and_long_queries_with_the_real_model(client):
+    for q in ["nul\x00byte Kata", "\u202eKata Containers\u202c", "\ufeff\u200f board chair", "日本 OpenInfra",
+              "\x00" * 20, "😀" * 50]:
+        for mode in ("hybrid", "dense", "lexical"):
+            r = client.post("/v1/search", json={"query": q, "mode": mode, "k": 3})
+            assert r.status_code in (200, 422), (q, mode, r.text)
+        assert client.post("/v1/ask", json={"question": q}).status_code in (200, 422)
+    long = "xq7 " * 200  # 800 characters (within the character limit), far more than 256 word pieces
+    r = client.post("/v1/search", json={"query": long})
+    assert r.status_code == 422 and "at most 256" in r.json()["message"], r.text
+    pieces = int(r.json()["message"].split(" word pieces")[0].split()[-1])
+    assert pieces > 256
+    assert client.post("/v1/ask", json={"question": long}).status_code == 422
+    assert client.post("/v1/search", json={"query": long, "mode": "lexical"}).status_code == 200
