@@ -12,7 +12,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: serve test install install-test system-test-deps index eval eval-url calibrate scifact bench lint compose-check clean
+.PHONY: serve test install install-test system-test-deps index eval eval-url calibrate scifact bench overload lint compose-check clean
 
 ## serve: create .venv, install, build the index from corpus/ if there is none (or it is stale), serve on HOST:PORT
 serve: install
@@ -82,6 +82,11 @@ scifact: install
 ## bench: index build seconds, search and ask latency percentiles, memory (prints figures)
 bench: install
 	$(BIN)/python -m eval bench --corpus $(CORPUS)
+
+## overload: the overload curve against a real server on loopback: unloaded and sustainable rate, then 1x/2x/4x
+## offered load (accepted vs refused, p99, refusal latency, /healthz p99); a table and JSON lines, about a minute
+overload: install
+	$(BIN)/python -m eval.overload
 
 lint: install-test
 	$(BIN)/ruff check indexer service eval tests

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from indexer.embed import DEFAULT_MODEL_NAME
 
@@ -42,3 +43,36 @@ class Settings(BaseSettings):
 
     def admin_token_value(self) -> str | None:
         return (self.admin_token.get_secret_value() if self.admin_token else "") or None
+
+    # http hardening: limits, timeouts, backpressure, headers (README "Limits and overload")
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="largest request body; larger is a 413")
+    body_timeout_s: float = Field(10.0, gt=0, description="a request body must arrive within this (else 408)")
+    headers_timeout_s: float = Field(10.0, gt=0, description="a request's headers must arrive within this")
+    keep_alive_s: float = Field(5.0, gt=0, description="idle keep-alive connections are closed after this")
+    graceful_shutdown_s: float = Field(20.0, gt=0, description="SIGTERM: in-flight requests get this long")
+    max_connections: int = Field(256, ge=1, description="open connections; a request over the cap is a 503")
+    max_concurrency: int = Field(2, ge=1, description="search/ask requests encoding and scoring at once")
+    max_queue: int = Field(64, ge=0, description="search/ask requests waiting for a slot; more is a 503")
+    queue_timeout_s: float = Field(2.0, gt=0, description="longest wait for a slot before a 503")
+    rate_limit: float = Field(0.0, ge=0, description="search/ask requests per second per client IP (0: off)")
+    rate_burst: int = Field(20, ge=1, description="token bucket size of the per-client rate limit")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="origins allowed by CORS, comma-separated (none: CORS off)")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["*"], description="accepted Host headers, comma-separated (*: any)")
+    docs: bool = Field(True, description="serve Swagger UI at /docs and ReDoc at /redoc (local assets)")
+
+    @field_validator("cors_origins", "allowed_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, v: object) -> object:
+        return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _within_schema_ceilings(self) -> Settings:
+        from service.schemas import MAX_HISTORY_TURNS, MAX_TEXT_CHARS
+
+        if self.max_query_chars > MAX_TEXT_CHARS or self.max_history_chars > MAX_TEXT_CHARS:
+            raise ValueError(f"max_query_chars and max_history_chars can be at most {MAX_TEXT_CHARS}")
+        if self.max_history_turns > MAX_HISTORY_TURNS:
+            raise ValueError(f"max_history_turns can be at most {MAX_HISTORY_TURNS}")
+        return self

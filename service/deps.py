@@ -19,14 +19,9 @@ from service.metrics import Metrics
 from service.state import Resources, Snapshot
 
 ADMIN_OFF = "the admin endpoints are off; set REPORTQA_ADMIN_TOKEN to enable them"
-# for the read endpoints' `responses=` (OpenAPI): what ReadyDep can answer besides 503
-READ_AUTH_RESPONSES = {
-    401: {"description": "REPORTQA_API_KEYS is set and the request carries no key"},
-    403: {"description": "REPORTQA_API_KEYS is set and the key is not one of them"},
-}
 
 
-def get_resources(request: Request) -> Resources:
+async def get_resources(request: Request) -> Resources:
     return request.app.state.resources
 
 
@@ -63,7 +58,7 @@ def check_api_key(request: Request) -> None:
         raise HTTPException(status_code=403, detail="the API key is not valid")
 
 
-def get_ready(request: Request) -> Snapshot:
+async def get_ready(request: Request) -> Snapshot:
     """The snapshot this request is served from, taken once: a reload meanwhile does not affect it."""
     check_api_key(request)
     res: Resources = request.app.state.resources
@@ -75,7 +70,7 @@ def get_ready(request: Request) -> Snapshot:
     raise NotReady("the index is still loading; retry shortly (GET /readyz says when it is ready)")
 
 
-def require_admin(request: Request) -> None:
+async def require_admin(request: Request) -> None:
     token = _settings(request).admin_token_value()
     if token is None:
         raise HTTPException(status_code=404, detail=ADMIN_OFF)
@@ -86,7 +81,7 @@ def require_admin(request: Request) -> None:
         raise HTTPException(status_code=403, detail="the admin token is not valid")
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 

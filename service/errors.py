@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -11,7 +13,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from indexer.tokens import UnknownEncoding
-from service.retrieval import UnknownFilter
+from service.limits import Overloaded, RateLimited
+from service.retrieval import QueryTooLong, UnknownFilter
+from service.schemas import ErrorBody, ValidationErrorBody
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +32,55 @@ class NotReady(RuntimeError):
     pass
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean(value: Any) -> Any:
+    """Lone surrogates (from JSON escapes) replaced by U+FFFD, so that an error that quotes the input can
+    still be sent as UTF-8 (it would otherwise fail to encode: a 500 and a broken connection)."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {clean(k): clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean(v) for v in value]
+    return value
+
+
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
+_RESPONSES: dict[int, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "Malformed request: a body that is not UTF-8 JSON, or a Host header "
+          "that is not served (REPORTQA_ALLOWED_HOSTS)"},
+    408: {"model": ErrorBody, "description": "The request body did not arrive in time (REPORTQA_BODY_TIMEOUT_S)"},
+    401: {"model": ErrorBody, "description": "No credentials: REPORTQA_API_KEYS is set (read endpoints) or the "
+          "admin endpoints need the bearer token", "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}},
+    403: {"model": ErrorBody, "description": "The API key or admin token is not valid"},
+    404: {"model": ErrorBody, "description": "Not found (the admin endpoints are off without REPORTQA_ADMIN_TOKEN)"},
+    413: {"model": ErrorBody, "description": "The request body is over REPORTQA_MAX_BODY_BYTES"},
+    422: {"model": ValidationErrorBody, "description": "Bad input: `message` says what is wrong"},
+    429: {"model": ErrorBody, "description": "Per-client rate limit exceeded (REPORTQA_RATE_LIMIT)",
+          "headers": _RETRY_AFTER},
+    503: {"model": ErrorBody, "description": "Not ready (index loading or unloadable), or overloaded",
+          "headers": _RETRY_AFTER},
+}
+
+
+def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The error statuses a route can return, for its OpenAPI description (`responses=` on the route)."""
+    return {code: _RESPONSES[code] for code in codes}
+
+
+def allowed_methods(request: Request, allow: str) -> str:
+    """`allow` (what the router says: the methods of the first route at this path) plus what the API documents
+    for the path (e.g. GET and POST /v1/search are two routes)."""
+    methods = {m.strip() for m in allow.split(",") if m.strip()}
+    documented = request.app.openapi().get("paths", {}).get(request.url.path, {})
+    methods |= {m.upper() for m in documented if m.upper() in ("GET", "POST", "PUT", "PATCH", "DELETE")}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
+
+
 def _error(loc: list, msg: str, type_: str) -> dict:
     return {"loc": loc, "msg": msg, "type": type_}
 
@@ -35,15 +88,18 @@ def _error(loc: list, msg: str, type_: str) -> dict:
 def _summary(errors: list[dict]) -> str:
     parts = []
     for e in errors:
-        loc = ".".join(str(x) for x in e.get("loc", []) if x not in ("body", "query"))
+        where = list(e.get("loc", []))
+        if where[:1] in (["body"], ["query"]):  # the part of the request, not the field
+            where = where[1:]
+        loc = ".".join(str(x) for x in where)
         parts.append(f"{loc}: {e.get('msg')}" if loc else str(e.get("msg")))
     return "; ".join(parts)
 
 
 def _validation_response(errors: list[dict], status: int = 422) -> JSONResponse:
-    clean = [{k: v for k, v in e.items() if k in ("loc", "msg", "type", "ctx")} for e in errors]
-    body = {"detail": jsonable_encoder(clean), "message": _summary(clean)}
-    return JSONResponse(body, status_code=status)
+    kept = [{k: v for k, v in e.items() if k in ("loc", "msg", "type", "ctx")} for e in errors]
+    body = {"detail": jsonable_encoder(kept), "message": _summary(kept)}
+    return JSONResponse(clean(body), status_code=status)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -63,13 +119,37 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _encoding(_: Request, exc: UnknownEncoding):
         return _validation_response([_error(["body", "encoding"], str(exc), "unknown_encoding")])
 
+    @app.exception_handler(QueryTooLong)
+    async def _too_long(request: Request, exc: QueryTooLong):
+        message = str(exc)
+        if request.method == "GET":
+            loc = ["query", "q"]
+        elif request.url.path.endswith("/ask"):
+            loc = ["body", "question"]
+            message += (" A follow-up question is searched together with the last user turns of `history`: "
+                        "when those make it too long, send shorter turns.")
+        else:
+            loc = ["body", "query"]
+        return _validation_response([_error(loc, message, "query_too_long_for_model")])
+
+    @app.exception_handler(Overloaded)
+    async def _overloaded(_: Request, exc: Overloaded):
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)})
+
+    @app.exception_handler(RateLimited)
+    async def _rate_limited(_: Request, exc: RateLimited):
+        return JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": str(exc.retry_after)})
+
     @app.exception_handler(NotReady)
     async def _not_ready(_: Request, exc: NotReady):
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "2"})
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException):
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request, headers.get("Allow", ""))
+        return JSONResponse(clean({"detail": exc.detail}), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):

@@ -1,59 +1,72 @@
-"""A small Prometheus registry (text exposition format 0.0.4): request counts and latency histograms."""
+"""Prometheus metrics (prometheus-client): request counts and latency by route template, events, refusals.
+
+Labels come only from closed sets: route templates of the app (`unmatched` for any other path), the standard
+HTTP methods (`other` for anything else), status codes, and names chosen in code. Each app has its own
+registry; with PROMETHEUS_MULTIPROC_DIR set (several worker processes), /metrics aggregates every process's
+values through prometheus-client's multiprocess collector.
+"""
 
 from __future__ import annotations
 
-import threading
+import os
 import time
-from collections import defaultdict
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+REFUSALS = ("overload", "queue_timeout", "rate_limit", "body_too_large", "body_timeout")
+
+
+def method_label(method: str) -> str:
+    return method if method in METHODS else "other"
 
 
 class Metrics:
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.requests: dict[tuple[str, str, str], int] = defaultdict(int)
-        self.hist: dict[str, list[int]] = defaultdict(lambda: [0] * (len(BUCKETS) + 1))
-        self.hist_sum: dict[str, float] = defaultdict(float)
-        self.events: dict[tuple[str, str], int] = defaultdict(int)
+        self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("reportqa_requests", "HTTP requests by method, route and status.",
+                                ["method", "route", "status"], registry=r)
+        self.latency = Histogram("reportqa_request_seconds", "Request latency by route.", ["route"],
+                                 buckets=BUCKETS, registry=r)
+        self.events = Counter("reportqa_events", "Searches by mode and answers by outcome.", ["event", "label"],
+                              registry=r)
+        self.refusals = Counter("reportqa_refusals", "Requests refused before the work, by reason: " +
+                                ", ".join(REFUSALS) + ".", ["reason"], registry=r)
+        self.ready = Gauge("reportqa_ready", "1 once the model and index are loaded.", registry=r,
+                           multiprocess_mode="livemax")
+        self.index_chunks = Gauge("reportqa_index_chunks", "Chunks in the index being served.", registry=r,
+                                  multiprocess_mode="livemax")
+        self.in_flight = Gauge("reportqa_search_in_flight", "Search/ask requests encoding or scoring now.",
+                               registry=r, multiprocess_mode="livesum")
+        self.queued = Gauge("reportqa_search_queued", "Search/ask requests waiting for a slot.", registry=r,
+                            multiprocess_mode="livesum")
+        for reason in REFUSALS:
+            self.refusals.labels(reason)  # every reason shows from the start, at 0
 
-    def observe(self, method: str, path: str, status: int, seconds: float) -> None:
-        with self._lock:
-            self.requests[(method, path, str(status))] += 1
-            h = self.hist[path]
-            for i, b in enumerate(BUCKETS):
-                if seconds <= b:
-                    h[i] += 1
-            h[-1] += 1
-            self.hist_sum[path] += seconds
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method_label(method), route, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
 
     def count(self, name: str, label: str) -> None:
-        with self._lock:
-            self.events[(name, label)] += 1
+        self.events.labels(name, label).inc()
 
-    def render(self, gauges: dict[str, float]) -> str:
-        lines = ["# HELP reportqa_requests_total HTTP requests by method, route and status.",
-                 "# TYPE reportqa_requests_total counter"]
-        with self._lock:
-            for (m, p, s), n in sorted(self.requests.items()):
-                lines.append(f'reportqa_requests_total{{method="{m}",route="{p}",status="{s}"}} {n}')
-            lines += ["# HELP reportqa_request_seconds Request latency by route.",
-                      "# TYPE reportqa_request_seconds histogram"]
-            for p, h in sorted(self.hist.items()):
-                for i, b in enumerate(BUCKETS):
-                    lines.append(f'reportqa_request_seconds_bucket{{route="{p}",le="{b}"}} {h[i]}')
-                lines.append(f'reportqa_request_seconds_bucket{{route="{p}",le="+Inf"}} {h[-1]}')
-                lines.append(f'reportqa_request_seconds_sum{{route="{p}"}} {self.hist_sum[p]:.6f}')
-                lines.append(f'reportqa_request_seconds_count{{route="{p}"}} {h[-1]}')
-            lines += ["# HELP reportqa_events_total Searches by mode and answers by outcome.",
-                      "# TYPE reportqa_events_total counter"]
-            for (name, label), n in sorted(self.events.items()):
-                lines.append(f'reportqa_events_total{{event="{name}",label="{label}"}} {n}')
-        for name, value in gauges.items():
-            lines += [f"# TYPE reportqa_{name} gauge", f"reportqa_{name} {value}"]
-        return "\n".join(lines) + "\n"
+    def refused(self, reason: str) -> None:
+        self.refusals.labels(reason if reason in REFUSALS else "other").inc()
+
+    def render(self) -> bytes:
+        if self.multiprocess_dir:
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
 
 
 class MetricsMiddleware:
@@ -69,7 +82,7 @@ class MetricsMiddleware:
         t0 = time.perf_counter()
         status = {"code": 500}
 
-        async def _send(message):
+        async def _send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
             await send(message)

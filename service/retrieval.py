@@ -28,6 +28,16 @@ class UnknownFilter(ValueError):
         self.field = field
 
 
+class QueryTooLong(ValueError):
+    """A query longer than the model reads (it would be truncated silently): refused, never cut."""
+
+    def __init__(self, pieces: int, limit: int) -> None:
+        super().__init__(f"is {pieces} word pieces long; the embedding model reads at most {limit} (special "
+                         "tokens included) and the service never truncates a query. Shorten it, or use "
+                         "mode=lexical, which does not embed the query.")
+        self.pieces, self.limit = pieces, limit
+
+
 @dataclass(frozen=True)
 class FusionConfig:
     """How hybrid mode combines the two retrievers (chosen on the eval dev split, see README)."""
@@ -138,10 +148,17 @@ class Retriever:
         self._cache = QueryCache(self._cache.size)
 
     # -- pieces -------------------------------------------------------------------------------------
+    def check_query_length(self, query: str) -> None:
+        """Raise QueryTooLong when the model would cut `query` (more word pieces than it reads)."""
+        pieces = self.embedder.count_pieces(" ".join(query.split()))
+        if pieces > self.embedder.max_pieces:
+            raise QueryTooLong(pieces, self.embedder.max_pieces)
+
     def encode_query(self, query: str) -> np.ndarray:
         key = " ".join(query.split())
         v = self._cache.get(key)
         if v is None:
+            self.check_query_length(key)
             v = self.embedder.encode([key])[0]
             self._cache.put(key, v)
         return v

@@ -2,23 +2,53 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 Mode = Literal["hybrid", "dense", "lexical"]
+
+# Hard ceilings of the schemas. The configured limits (REPORTQA_MAX_QUERY_CHARS…) are at most these (the settings
+# refuse more), are checked in the routes with a message naming the limit, and are what /openapi.json shows.
+MAX_TEXT_CHARS = 10_000
+MAX_HISTORY_TURNS = 100
+MAX_FILTER_CHARS = 1_000
+
+
+def unicode_text(value: object) -> object:
+    """Refuse a lone surrogate (JSON allows "\\ud800"; Unicode text does not): it cannot be encoded, searched
+    or echoed back as UTF-8. Refused rather than replaced, so a query is never altered silently."""
+    if not isinstance(value, str):
+        return value  # the str validation that follows says what is wrong
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise PydanticCustomError(
+            "lone_surrogate",
+            "contains a lone surrogate ({char} at character {position}), which is not Unicode text; "
+            "send valid UTF-8 (a JSON \\u escape of a surrogate must be half of a pair)",
+            {"char": f"\\u{ord(value[e.start]):04x}", "position": e.start},
+        ) from None
+    return value
+
+
+Text = Annotated[str, BeforeValidator(unicode_text)]
 
 
 class Filters(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    doc_id: str | None = Field(None, description="only passages of this document (see GET /v1/index)")
-    section: str | None = Field(None, description="only passages under this heading (any level) or anchor")
+    doc_id: Text | None = Field(None, max_length=MAX_FILTER_CHARS,
+                                description="only passages of this document (see GET /v1/index)")
+    section: Text | None = Field(None, max_length=MAX_FILTER_CHARS,
+                                 description="only passages under this heading (any level) or anchor")
 
 
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    query: str = Field(..., description="the question or keywords", examples=["who chairs the board?"])
-    k: int = Field(10, ge=1, le=50, description="how many passages (1..50)")
+    query: Text = Field(..., max_length=MAX_TEXT_CHARS, description="the question or keywords",
+                        examples=["who chairs the board?"])
+    k: int = Field(10, ge=1, le=50, strict=True, description="how many passages (1..50)")
     mode: Mode = "hybrid"
     filters: Filters = Field(default_factory=Filters)
 
@@ -63,16 +93,17 @@ class SearchResponse(BaseModel):
 class Turn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["user", "assistant"]
-    content: str
+    content: Text = Field(..., max_length=MAX_TEXT_CHARS)
 
 
 class AskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    question: str = Field(..., examples=["Who chairs the OpenInfra Foundation board?"])
-    k: int = Field(5, ge=1, le=50, description="passages to retrieve")
-    max_context_tokens: int = Field(1500, ge=1, le=100_000, description="budget of `context` in tokens")
-    encoding: str = Field("cl100k_base", description="tiktoken encoding that counts the budget")
-    history: list[Turn] = Field(default_factory=list, description="earlier turns, oldest first")
+    question: Text = Field(..., max_length=MAX_TEXT_CHARS, examples=["Who chairs the OpenInfra Foundation board?"])
+    k: int = Field(5, ge=1, le=50, strict=True, description="passages to retrieve")
+    max_context_tokens: int = Field(1500, ge=1, le=100_000, strict=True, description="budget of `context` in tokens")
+    encoding: Text = Field("cl100k_base", max_length=100, description="tiktoken encoding that counts the budget")
+    history: list[Turn] = Field(default_factory=list, max_length=MAX_HISTORY_TURNS,
+                                description="earlier turns, oldest first")
 
 
 class Answer(BaseModel):
@@ -95,3 +126,23 @@ class AskResponse(BaseModel):
     took_ms: float
     index_version: str
     retrieval_query: str | None = Field(None, description="the query used for retrieval (with history)")
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+    ctx: dict[str, Any] | None = None
+
+
+class ValidationErrorBody(BaseModel):
+    """422: what is wrong, field by field, and a one-line summary."""
+
+    detail: list[ValidationIssue]
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every other error: a sentence saying what went wrong and what to do."""
+
+    detail: str

@@ -72,7 +72,9 @@ def browser():
 
 @pytest.fixture
 def page(browser):
-    ctx = browser.new_context(viewport={"width": 1100, "height": 900})
+    # bypass_csp: Playwright polls string predicates (wait_for_function) with eval, which the page's CSP forbids;
+    # the page under its CSP is tested in test_csp_browser.py
+    ctx = browser.new_context(viewport={"width": 1100, "height": 900}, bypass_csp=True)
     ctx.route(lambda url: not url.startswith("http://127.0.0.1"), lambda route: route.abort())  # loopback only
     pg = ctx.new_page()
     yield pg

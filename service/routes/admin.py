@@ -13,12 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from indexer.store import IndexLoadError, UnknownVersion, list_versions, read_current
 from service.deps import AdminDep, ResourcesDep
+from service.errors import responses
+from service.schemas import ValidationErrorBody
 
-_AUTH = {
-    401: {"description": "no `Authorization: Bearer <token>` header"},
-    403: {"description": "a wrong admin token"},
-    404: {"description": "the admin endpoints are off (REPORTQA_ADMIN_TOKEN is not set)"},
-}
+_AUTH = responses(400, 401, 403, 404)
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminDep], responses=_AUTH)
 
@@ -43,7 +41,8 @@ class ReloadFailure(BaseModel):
     "/reload",
     response_model=ReloadResponse,
     summary="Load an index version, check it and swap it in; the old one serves until then, and on failure",
-    responses={422: {"model": ReloadFailure, "description": "no such version (or a malformed body)"},
+    responses={422: {"model": ReloadFailure | ValidationErrorBody,
+                     "description": "no such version (ReloadFailure), or a malformed body (field by field)"},
                500: {"model": ReloadFailure, "description": "the version cannot be served (incomplete, corrupt, "
                                                             "incompatible, fails its probe queries)"}},
 )
@@ -60,7 +59,7 @@ async def reload(res: ResourcesDep, body: ReloadRequest | None = None):
 
 
 @router.get("/versions", summary="The versions in the index root, which one CURRENT names, which one is served")
-def versions(res: ResourcesDep) -> dict:
+async def versions(res: ResourcesDep) -> dict:
     root = res.settings.index_dir
     try:
         current = read_current(root)

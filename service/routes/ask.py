@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
 from service.answer import BudgetTooSmall
 from service.deps import MetricsDep, ReadyDep
-from service.errors import BadInput
+from service.errors import BadInput, responses
+from service.limits import LimiterDep, client_key
 from service.routes.search import check_text
 from service.schemas import AskRequest, AskResponse
 
 router = APIRouter(prefix="/v1", tags=["ask"])
 
 
-@router.post("/ask", response_model=AskResponse, summary="Extractive answer, abstention and LLM-ready context")
-async def ask(req: AskRequest, res: ReadyDep, metrics: MetricsDep) -> dict:
+@router.post("/ask", response_model=AskResponse, summary="Extractive answer, abstention and LLM-ready context",
+             responses=responses(400, 401, 403, 408, 413, 422, 429, 503))
+async def ask(req: AskRequest, request: Request, res: ReadyDep, metrics: MetricsDep, limiter: LimiterDep) -> dict:
     s = res.settings
     question = check_text(req.question, ["body", "question"], s.max_query_chars)
     if len(req.history) > s.max_history_turns:
@@ -25,10 +27,12 @@ async def ask(req: AskRequest, res: ReadyDep, metrics: MetricsDep) -> dict:
     if total > s.max_history_chars:
         raise BadInput(["body", "history"], f"holds {total} characters; the limit is {s.max_history_chars}. "
                        "Send fewer or shorter turns.", "too_long")
+    res.retriever.check_query_length(question)  # QueryTooLong: a 422 (service/errors.py) before taking a slot
     history = [t.model_dump() for t in req.history]
     try:
-        out = await run_in_threadpool(res.answerer.ask, question, req.k, req.max_context_tokens, req.encoding,
-                                      history)
+        async with limiter.slot(client_key(request)):
+            out = await run_in_threadpool(res.answerer.ask, question, req.k, req.max_context_tokens, req.encoding,
+                                          history)
     except BudgetTooSmall as e:
         raise BadInput(["body", "max_context_tokens"], str(e), "budget_too_small") from None
     metrics.count("ask", "answered" if out["answerable"] else "abstained")

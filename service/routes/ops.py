@@ -1,24 +1,47 @@
-"""Operations: /healthz, /readyz, /v1/index, /metrics."""
+"""Operations: /healthz, /readyz, /v1/index, /metrics.
+
+The handlers are `async def`, do no blocking work and take no sync dependencies (FastAPI runs those on the
+worker-thread pool): they run on the event loop and never wait behind searches in that pool (a liveness probe
+must answer while the service is busy).
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
-from service.deps import MetricsDep, ReadyDep, ResourcesDep
+from service.deps import ReadyDep
+from service.errors import responses
+from service.metrics import CONTENT_TYPE
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", summary="200 while the process lives")
-def healthz() -> dict:
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str
+    index_version: str | None = None
+    detail: str | None = None
+
+
+@router.get("/healthz", response_model=Health, summary="200 while the process lives", responses=responses(400))
+async def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="200 once the model and index are loaded, 503 before (or if they cannot be)")
-def readyz(res: ResourcesDep):
+@router.get("/readyz", response_model=Readiness, response_model_exclude_none=True,
+            summary="200 once the model and index are loaded, 503 before",
+            responses={**responses(400), 503: {
+                "model": Readiness, "description": "loading, or the index cannot be served (detail)",
+                "headers": responses(503)[503]["headers"]}})
+async def readyz(request: Request):
+    res = request.app.state.resources
     if res.status == "ready":
         return {"status": "ready", "index_version": res.index.version}
     body = {"status": res.status}
@@ -27,8 +50,8 @@ def readyz(res: ResourcesDep):
     return JSONResponse(body, status_code=503, headers={"Retry-After": "2"})
 
 
-@router.get("/v1/index", summary="What is being served")
-def index_info(res: ReadyDep) -> dict:
+@router.get("/v1/index", summary="What is being served", responses=responses(400, 401, 403, 503))
+async def index_info(res: ReadyDep) -> dict:
     m = res.index.manifest
     return {
         "index_version": m["index_version"],
@@ -46,8 +69,11 @@ def index_info(res: ReadyDep) -> dict:
     }
 
 
-@router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus text format")
-def metrics(res: ResourcesDep, metrics: MetricsDep) -> PlainTextResponse:
-    gauges = {"ready": 1.0 if res.status == "ready" else 0.0,
-              "index_chunks": float(len(res.index.chunks)) if res.index else 0.0}
-    return PlainTextResponse(metrics.render(gauges), media_type="text/plain; version=0.0.4; charset=utf-8")
+@router.get("/metrics", summary="Prometheus text format",
+            responses={**responses(400), 200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                             "description": "Prometheus text exposition format"}})
+async def metrics(request: Request) -> Response:
+    res, metrics = request.app.state.resources, request.app.state.metrics
+    metrics.ready.set(1.0 if res.status == "ready" else 0.0)
+    metrics.index_chunks.set(float(len(res.index.chunks)) if res.index else 0.0)
+    return Response(metrics.render(), media_type=CONTENT_TYPE)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from service.deps import MetricsDep, ReadyDep
-from service.errors import BadInput
+from service.errors import BadInput, responses
+from service.limits import LimiterDep, client_key
 from service.results import search_response
-from service.schemas import Filters, SearchRequest, SearchResponse
+from service.schemas import MAX_FILTER_CHARS, MAX_TEXT_CHARS, Filters, Mode, SearchRequest, SearchResponse
 
 router = APIRouter(prefix="/v1", tags=["search"])
 
@@ -27,27 +28,38 @@ def check_text(text: str, field: list[str], limit: int) -> str:
     return text.strip()
 
 
-async def _search(req: SearchRequest, res, metrics, loc: list[str]) -> dict:
+async def _search(req: SearchRequest, request: Request, res, metrics, limiter, loc: list[str]) -> dict:
     query = check_text(req.query, loc, res.settings.max_query_chars)
+    retriever = res.retriever
+    if req.mode != "lexical":
+        retriever.check_query_length(query)  # QueryTooLong: a 422 (service/errors.py) before taking a slot
+    async with limiter.slot(client_key(request)):
+        out = await run_in_threadpool(search_response, retriever, query, req.k, req.mode,
+                                      req.filters.doc_id, req.filters.section)
     metrics.count("search", req.mode)
-    return await run_in_threadpool(search_response, res.retriever, query, req.k, req.mode,
-                                   req.filters.doc_id, req.filters.section)
+    return out
 
 
-@router.post("/search", response_model=SearchResponse, summary="Search passages (JSON body)")
-async def search_post(req: SearchRequest, res: ReadyDep, metrics: MetricsDep) -> dict:
-    return await _search(req, res, metrics, ["body", "query"])
+
+@router.post("/search", response_model=SearchResponse, summary="Search passages (JSON body)",
+             responses=responses(400, 401, 403, 408, 413, 422, 429, 503))
+async def search_post(req: SearchRequest, request: Request, res: ReadyDep, metrics: MetricsDep,
+                      limiter: LimiterDep) -> dict:
+    return await _search(req, request, res, metrics, limiter, ["body", "query"])
 
 
-@router.get("/search", response_model=SearchResponse, summary="Search passages (query string)")
+@router.get("/search", response_model=SearchResponse, summary="Search passages (query string)",
+            responses=responses(400, 401, 403, 413, 422, 429, 503))
 async def search_get(
+    request: Request,
     res: ReadyDep,
     metrics: MetricsDep,
-    q: Annotated[str, Query(description="the question or keywords")],
+    limiter: LimiterDep,
+    q: Annotated[str, Query(description="the question or keywords", max_length=MAX_TEXT_CHARS)],
     k: Annotated[int, Query(ge=1, le=50)] = 10,
-    mode: Annotated[str, Query(description="hybrid | dense | lexical")] = "hybrid",
-    doc_id: Annotated[str | None, Query()] = None,
-    section: Annotated[str | None, Query()] = None,
+    mode: Annotated[Mode, Query(description="hybrid | dense | lexical")] = "hybrid",
+    doc_id: Annotated[str | None, Query(max_length=MAX_FILTER_CHARS)] = None,
+    section: Annotated[str | None, Query(max_length=MAX_FILTER_CHARS)] = None,
 ) -> dict:
     try:
         req = SearchRequest(query=q, k=k, mode=mode, filters=Filters(doc_id=doc_id, section=section))
@@ -57,4 +69,4 @@ async def search_get(
             loc = ["query", "q" if err["loc"][:1] == ("query",) else err["loc"][-1]]
             errors.append({"loc": loc, "msg": err["msg"], "type": err["type"]})
         raise RequestValidationError(errors) from None
-    return await _search(req, res, metrics, ["query", "q"])
+    return await _search(req, request, res, metrics, limiter, ["query", "q"])

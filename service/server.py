@@ -1,0 +1,107 @@
+"""Running the app under uvicorn with the limits an exposed server needs.
+
+- a deadline for request headers (uvicorn has none: a client sending a header line now and then would hold
+  its connection for ever): a connection must complete a request's headers within `headers_timeout_s` of
+  opening or of its previous response, else it is closed;
+- idle keep-alive connections closed after `keep_alive_s`; request bodies bounded in size and time by
+  service.middleware.BodyLimitMiddleware;
+- a cap on open connections (`max_connections`: requests beyond it get uvicorn's 503), h11's header size limit;
+- SIGTERM/SIGINT: stop accepting, let in-flight requests finish (at most `graceful_shutdown_s`), exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from service.config import Settings
+
+log = logging.getLogger(__name__)
+MAX_HEADER_BYTES = 16 * 1024  # h11: the most bytes of a request line and headers
+GIL_SWITCH_INTERVAL_S = 0.001
+
+
+class HeaderDeadlineProtocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline for each request's headers."""
+
+    headers_timeout_s: float = 10.0
+    _headers_timer: asyncio.TimerHandle | None = None
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._headers_timer = self.loop.call_later(self.headers_timeout_s, self._headers_timed_out)
+
+    def _disarm(self) -> None:
+        if self._headers_timer is not None:
+            self._headers_timer.cancel()
+            self._headers_timer = None
+
+    def _idle(self) -> bool:
+        """No request is being served: waiting for (the rest of) the next request's headers."""
+        return self.cycle is None or self.cycle.response_complete
+
+    def _headers_timed_out(self) -> None:
+        self._headers_timer = None
+        if self._idle() and not self.transport.is_closing():
+            log.debug("closing %s: request headers not complete within %.0f s", self.client, self.headers_timeout_s)
+            self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self._idle():
+            self._disarm()  # the headers are in: the request is being served
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and self._idle():
+            self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+
+def protocol_class(headers_timeout_s: float) -> type[H11Protocol]:
+    return type("HeaderDeadlineProtocol", (HeaderDeadlineProtocol,), {"headers_timeout_s": headers_timeout_s})
+
+
+def uvicorn_config(app: FastAPI, settings: Settings, host: str, port: int) -> uvicorn.Config:
+    return uvicorn.Config(
+        app, host=host, port=port, log_level="info",
+        http=protocol_class(settings.headers_timeout_s),
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]  # a float works (loop.call_later)
+        timeout_graceful_shutdown=settings.graceful_shutdown_s,  # type: ignore[arg-type]
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        server_header=False,
+    )
+
+
+def serve(app: FastAPI, settings: Settings, host: str, port: int) -> int:
+    """Serve until SIGTERM/SIGINT; 0 after a graceful shutdown."""
+    server = uvicorn.Server(uvicorn_config(app, settings, host, port))
+
+    def _signal(sig: int, _: FrameType | None) -> None:
+        # uvicorn handles the signals while it serves and raises them again once it has shut down gracefully:
+        # that second delivery lands here and is the normal end (exit 0). Before uvicorn runs, exit at once.
+        if not server.should_exit:
+            raise SystemExit(128 + sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _signal)
+    # The event loop (HTTP parsing, refusals, /healthz) shares the GIL with the search threads; a shorter switch
+    # interval than the default 5 ms lets it in sooner, which bounds refusal and health-check latency under load.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    server.run()
+    return 0 if server.started else 1
