@@ -38,7 +38,8 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
     async def lifespan(app: FastAPI):
         app.state.limiter = Limiter(settings.max_concurrency, settings.max_queue, settings.queue_timeout_s,
                                     settings.rate_limit, settings.rate_burst, metrics)
-        resources = Resources(settings, embedder)
+        resources = Resources(settings, embedder,
+                              on_reload=lambda ok: metrics.count("reload", "ok" if ok else "failed"))
         app.state.resources = resources
         first = asyncio.get_running_loop().run_in_executor(None, resources.load)
         if not background_load:

@@ -79,13 +79,15 @@ def probe(snapshot: Snapshot, n: int) -> None:
 class Resources:
     """The app's serving state: settings, the embedder, the current snapshot, and why it is not ready."""
 
-    def __init__(self, settings: Settings, embedder: Embedder | None = None) -> None:
+    def __init__(self, settings: Settings, embedder: Embedder | None = None,
+                 on_reload: Callable[[bool], None] | None = None) -> None:
         self.settings = settings
         self.embedder = embedder
         self.snapshot: Snapshot | None = None
         self.status = "loading"  # loading | ready | error (ready once any version is served)
         self.error: str | None = None  # why it is not ready (start-up)
         self.last_reload: dict | None = None  # the outcome of the last reload, for /v1/admin/versions
+        self.on_reload = on_reload  # told each reload's outcome (True: swapped in), e.g. to count it in /metrics
         self._lock = threading.Lock()
 
     # read-only views of the current snapshot, for code that does not serve a request (metrics, readyz)
@@ -176,11 +178,15 @@ class Resources:
                 self.last_reload = {"ok": False, "at": time.time(), "requested": version, "serving": previous,
                                     "detail": str(e)}
                 log.error("reload of %s failed, still serving %s: %s", version or "CURRENT", previous, e)
+                if self.on_reload:
+                    self.on_reload(False)
                 raise
             self._swap(snapshot)
             self.last_reload = {"ok": True, "at": time.time(), "requested": version, "previous": previous,
                                 "serving": snapshot.version}
         log.info("reloaded: %s -> %s in %.2fs", previous, snapshot.version, time.time() - t0)
+        if self.on_reload:
+            self.on_reload(True)
         return previous, snapshot.version
 
     def reload_quietly(self) -> None:

@@ -143,6 +143,8 @@ def test_reload_follows_current_and_rollback(two_versions, fake_embedder, tmp_pa
         listing = c.get("/v1/admin/versions", headers=AUTH).json()
         assert [v["version"] for v in listing["versions"]] == [a, b]
         assert listing["current"] == listing["serving"] == a and listing["last_reload"]["ok"] is True
+        metrics = c.get("/metrics").text
+        assert 'reportqa_events_total{event="reload",label="ok"} 3.0' in metrics
 
 
 def test_reload_refuses_unknown_versions_and_bad_bodies(two_versions, fake_embedder, tmp_path):
