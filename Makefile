@@ -14,9 +14,11 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: serve test install install-test system-test-deps index eval eval-url calibrate scifact bench overload lint compose-check clean
 
-## serve: create .venv, install, build the index from corpus/ if there is none (or it is stale), serve on HOST:PORT
+## serve: create .venv, install, build the index from corpus/ if there is none (or it is stale), export the
+## ONNX encoder if it is missing, serve on HOST:PORT
 serve: install
 	$(BIN)/python -m indexer ensure --corpus $(CORPUS) --out $(INDEX)
+	$(BIN)/python -m indexer export-onnx --out $(INDEX)
 	REPORTQA_INDEX_DIR=$(INDEX) HOST=$(HOST) PORT=$(PORT) $(BIN)/python -m service
 
 ## test: install what the tests need (Python packages, Debian's chromium) and run the whole suite

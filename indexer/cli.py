@@ -44,7 +44,29 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("rollback", help="point CURRENT at the previous version (or --to VERSION), after checking it")
     r.add_argument("--out", type=Path, default=Path("index"))
     r.add_argument("--to", default=None, help="the version to serve (default: the newest one older than CURRENT)")
+    x = sub.add_parser("export-onnx", help="export the embedding model to ONNX (fp32 and int8) for "
+                                           "REPORTQA_ENCODER=onnx|onnx-int8; nothing is done if it is up to date")
+    x.add_argument("--out", type=Path, default=Path("index"), help="index root (writes <out>/encoders/onnx)")
+    x.add_argument("--to", type=Path, default=None, help="write to this directory instead")
+    x.add_argument("--model-dir", type=Path, default=None, help="model directory (default: the bundled one)")
     return p
+
+
+def _export_onnx(args: argparse.Namespace) -> int:
+    import warnings
+
+    from indexer.onnx_embed import export_onnx
+
+    warnings.filterwarnings("ignore")  # torch's exporter explains its tracing at length
+
+    target = args.to or args.out / "encoders" / "onnx"
+    try:
+        export_onnx(target, args.model_dir)
+    except (OSError, ValueError) as e:
+        print(f"error: cannot export the model to ONNX: {e}", file=sys.stderr)
+        return EXIT_MODEL
+    print(f"ONNX model in {target}")
+    return 0
 
 
 def stale_reason(corpus: Path, out: Path) -> str | None:
@@ -105,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         return _versions(args.out)
     if args.command == "rollback":
         return _rollback(args.out, args.to)
+    if args.command == "export-onnx":
+        return _export_onnx(args)
     if getattr(args, "keep", 1) < 1:
         print("error: --keep must be at least 1", file=sys.stderr)
         return EXIT_USAGE

@@ -104,7 +104,16 @@ class Resources:
     def _embedder(self) -> Embedder:
         if self.embedder is None:  # once per process; reloads reuse it
             s = self.settings
-            self.embedder = SentenceTransformerEmbedder(s.model_dir, threads=s.torch_threads, name=s.model_name)
+            if s.encoder == "torch":
+                self.embedder = SentenceTransformerEmbedder(s.model_dir, threads=s.torch_threads, name=s.model_name)
+            else:
+                from indexer.onnx_embed import OnnxEmbedder, OnnxModelMissing
+
+                try:
+                    self.embedder = OnnxEmbedder(s.onnx_path(), s.model_dir, threads=s.torch_threads,
+                                                 name=s.model_name, int8=s.encoder == "onnx-int8")
+                except OnnxModelMissing as e:
+                    raise IndexLoadError(str(e)) from e
         return self.embedder
 
     def _build(self, path: Path) -> Snapshot:

@@ -1,0 +1,59 @@
+"""The ONNX Runtime encoder: exported from the bundled model, same vectors as torch, selectable by setting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import make_client
+
+pytestmark = pytest.mark.slow
+
+TEXTS = ["Who chairs the OpenInfra Foundation board?", "kata containers 3.0",
+         "How many people attended OpenInfra Days China in Beijing, and which companies sponsored it?"]
+
+
+@pytest.fixture(scope="module")
+def onnx_dir(tmp_path_factory):
+    from indexer.onnx_embed import export_onnx
+
+    return export_onnx(tmp_path_factory.mktemp("onnx") / "onnx")
+
+
+def test_export_is_reused_when_up_to_date(onnx_dir):
+    from indexer.onnx_embed import FP32, export_onnx
+
+    before = (onnx_dir / FP32).stat().st_mtime_ns
+    assert export_onnx(onnx_dir) == onnx_dir
+    assert (onnx_dir / FP32).stat().st_mtime_ns == before
+
+
+def test_onnx_vectors_match_torch(onnx_dir, real_embedder):
+    from indexer.onnx_embed import OnnxEmbedder
+
+    ref = real_embedder.encode(TEXTS)
+    fp32 = OnnxEmbedder(onnx_dir)
+    v = fp32.encode(TEXTS, batch_size=2)
+    assert v.shape == ref.shape and v.dtype == np.float32
+    assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    assert (v * ref).sum(1).min() > 0.9999  # the same model: float rounding only
+    assert [fp32.count_pieces(t) for t in TEXTS] == [real_embedder.count_pieces(t) for t in TEXTS]
+    int8 = OnnxEmbedder(onnx_dir, int8=True).encode(TEXTS)
+    assert (int8 * ref).sum(1).min() > 0.9  # quantized: close, not equal
+    assert OnnxEmbedder(onnx_dir).encode([]).shape == (0, ref.shape[1])
+
+
+def test_service_with_the_onnx_encoder_ranks_like_torch(real_index, real_embedder, client, onnx_dir):
+    with make_client(real_index, None, encoder="onnx", onnx_dir=onnx_dir) as c:
+        assert c.get("/readyz").status_code == 200
+        for q in TEXTS:
+            ours = [r["chunk_id"] for r in c.get("/v1/search", params={"q": q}).json()["results"]]
+            ref = [r["chunk_id"] for r in client.get("/v1/search", params={"q": q}).json()["results"]]
+            assert ours == ref
+
+
+def test_a_missing_export_is_a_clear_503(real_index, tmp_path):
+    with make_client(real_index, None, encoder="onnx", onnx_dir=tmp_path / "nothing-here") as c:
+        r = c.get("/readyz")
+        assert r.status_code == 503
+        assert "python -m indexer export-onnx" in r.json()["detail"]
