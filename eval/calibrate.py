@@ -34,12 +34,6 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 50)
     return w
 
 
-# Expected direction of each signal (service.answer.FEATURES order): +1 more means answerable, -1 less.
-SIGNS = {"dense_top": 1, "sentence_cos": 1, "coverage_top": 1, "coverage_answer": 1, "typed_coverage": 1,
-         "slot_match": 1, "oov": -1, "rare_missing": -1, "entity_missing_answer": -1, "lexical_top": 1,
-         "asks_number": 0, "asks_name": 0, "typed_no_slot": -1}
-
-
 def fit_monotone(x: np.ndarray, y: np.ndarray, signs: list[int], l2: float = 3.0) -> np.ndarray:
     """Logistic regression whose weights keep their expected sign: a feature whose fitted weight points
     the wrong way (a quirk of a small tuning set) is dropped and the rest refitted."""
@@ -88,7 +82,9 @@ def choose_threshold(p: np.ndarray, answerable: np.ndarray, max_false: float = M
 def calibrate(dataset: Dataset, answerer, progress: bool = True) -> dict:
     from tqdm import tqdm
 
-    from service.answer import Calibration
+    from service.ask import Calibration
+    from service.ask.evidence import answer_text, candidates
+    from service.ask.features import feature_signs
 
     analyses = []
     for q in tqdm(dataset.queries, desc="analyze", disable=not progress, leave=False):
@@ -96,36 +92,33 @@ def calibrate(dataset: Dataset, answerer, progress: bool = True) -> dict:
         analyses.append((q, a))
 
     def answer_hits(weights: dict) -> float:
-        answerer.cal.sentence_weights = weights
         hits = []
         for q, a in analyses:
             if not q.answers:
                 continue
-            cands = answerer.candidates(q.text, a["qvec"], a["hits"])
-            hits.append(hit_at_k([answerer.answer_text(a["hits"], cands[0])], q.answers, 1) if cands else 0.0)
+            cands = candidates(a.question, a.hits, a.sentence_sims, answerer.r.sentence_starts, answerer.weights,
+                               weights)
+            hits.append(hit_at_k([answer_text(a.hits, cands[0])], q.answers, 1) if cands else 0.0)
         return float(np.mean(hits))
 
     grid = [{"cos": 1.0, "coverage": c, "passage": p, "type": t}
             for c, p, t in itertools.product((0.3, 0.6, 1.0), (0.0, 0.3, 0.6), (0.0, 0.2, 0.4))]
     scored = [(answer_hits(w), -i, w) for i, w in enumerate(grid)]
     best_hit, _, weights = max(scored, key=lambda t: (t[0], t[1]))
-    answerer.cal.sentence_weights = weights
 
     xs, y_ans, y_ok = [], [], []
     for q in dataset.queries:
-        a = answerer.analyze(q.text, k=5)  # again, now with the chosen sentence weights
-        xs.append(a["x"])
+        a = answerer.analyze(q.text, k=5, sentence_weights=weights)  # again, with the chosen sentence weights
+        xs.append(a.x)
         y_ans.append(1.0 if q.answerable else 0.0)
-        best = a["best"]
-        y_ok.append(hit_at_k([answerer.answer_text(a["hits"], best)], q.answers, 1)
+        best = a.best
+        y_ok.append(hit_at_k([answer_text(a.hits, best)], q.answers, 1)
                     if q.answers and best is not None else 0.0)
     x = np.array(xs)
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale < 1e-6] = 1.0
     z = (x - mean) / scale
-    from service.answer import FEATURES
-
-    signs = [SIGNS[f] for f in FEATURES]
+    signs = feature_signs()
     w_ans = fit_monotone(z, np.array(y_ans), signs)
     w_ok = fit_monotone(z, np.array(y_ok), signs)
     cal = Calibration(mean=mean.tolist(), scale=scale.tolist(), answerable_w=w_ans.tolist(),

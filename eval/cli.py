@@ -175,7 +175,8 @@ def cmd_tune(args) -> int:
 
 def cmd_calibrate(args) -> int:
     from eval.calibrate import calibrate
-    from service.answer import CALIBRATION, Answerer, Calibration
+    from service.ask import Answerer, Calibration
+    from service.ask.calibration import PACKAGED as CALIBRATION
 
     if args.split == "test":
         print("error: calibrate on a tuning split (dev), never on test", file=sys.stderr)

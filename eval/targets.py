@@ -36,11 +36,11 @@ class InProcessTarget:
         return search_response(self.retriever, query, k=k, mode=mode)["results"]
 
     def ask(self, question: str, k: int = 5) -> dict:
-        from service.answer import Answerer
+        from service.ask import Answerer, Calibration
 
         if self._answerer is None:
-            self._answerer = Answerer(self.retriever)
-        return self._answerer.ask(question, k=k)
+            self._answerer = Answerer(self.retriever, Calibration.load())
+        return self._answerer.ask(question, k=k).as_dict()
 
     def close(self) -> None:
         pass

@@ -40,9 +40,9 @@ class Resources:
                                     verify=s.verify_checksums)
             fusion = FusionConfig(alpha=s.fusion_alpha, sentence_weight=s.sentence_weight)
             self.retriever = Retriever(self.index, self.embedder, fusion, cache_size=s.cache_size)
-            from service.answer import Answerer
+            from service.ask import Answerer, Calibration
 
-            self.answerer = Answerer(self.retriever)
+            self.answerer = Answerer(self.retriever, Calibration.load())
             self.retriever.encode_query("warm up")  # first call pays torch's lazy initialisation
             self.loaded_at = time.time()
             self.status = "ready"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 
-from service.answer import BudgetTooSmall
+from service.ask import BudgetTooSmall
 from service.deps import MetricsDep, ReadyDep
 from service.errors import BadInput
 from service.routes.search import check_text
@@ -31,5 +31,5 @@ async def ask(req: AskRequest, res: ReadyDep, metrics: MetricsDep) -> dict:
                                       history)
     except BudgetTooSmall as e:
         raise BadInput(["body", "max_context_tokens"], str(e), "budget_too_small") from None
-    metrics.count("ask", "answered" if out["answerable"] else "abstained")
-    return out
+    metrics.count("ask", "answered" if out.answerable else "abstained")
+    return out.as_dict()
