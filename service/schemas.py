@@ -73,6 +73,8 @@ class AskRequest(BaseModel):
     max_context_tokens: int = Field(1500, ge=1, le=100_000, description="budget of `context` in tokens")
     encoding: str = Field("cl100k_base", description="tiktoken encoding that counts the budget")
     history: list[Turn] = Field(default_factory=list, description="earlier turns, oldest first")
+    min_confidence: float | None = Field(None, ge=0.0, le=1.0, description="answer only when `confidence` is at "
+                                         "least this; default: the calibrated threshold (GET /v1/index)")
 
 
 class Answer(BaseModel):

@@ -40,9 +40,10 @@ class Resources:
                                     verify=s.verify_checksums)
             fusion = FusionConfig(alpha=s.fusion_alpha, sentence_weight=s.sentence_weight)
             self.retriever = Retriever(self.index, self.embedder, fusion, cache_size=s.cache_size)
-            from service.ask import Answerer, Calibration
+            from service.ask import load_answerer
 
-            self.answerer = Answerer(self.retriever, Calibration.load())
+            # no calibration that fits the index: /v1/ask answers 503 with the reason, search still serves
+            self.answerer = load_answerer(self.retriever, [self.index.path, s.index_dir], s.calibration)
             self.retriever.encode_query("warm up")  # first call pays torch's lazy initialisation
             self.loaded_at = time.time()
             self.status = "ready"

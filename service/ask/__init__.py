@@ -12,9 +12,18 @@ the registered features, fitted by `python -m eval calibrate`.
     answerer.py     Answerer.analyze() / Answerer.ask() → AskResult
 """
 
-from service.ask.answerer import NOT_ANSWERED, Analysis, Answerer, AskResult
-from service.ask.calibration import Calibration
+from service.ask.answerer import (
+    NOT_ANSWERED,
+    Analysis,
+    Answerer,
+    AskResult,
+    AskUnavailable,
+    UnavailableAnswerer,
+    load_answerer,
+)
+from service.ask.calibration import Calibration, CalibrationError, find_calibration, load_calibration
 from service.ask.context import BudgetTooSmall, merge_passages, pack_context
 
-__all__ = ["NOT_ANSWERED", "Analysis", "Answerer", "AskResult", "BudgetTooSmall", "Calibration",
+__all__ = ["NOT_ANSWERED", "Analysis", "Answerer", "AskResult", "AskUnavailable", "BudgetTooSmall", "Calibration",
+           "CalibrationError", "UnavailableAnswerer", "find_calibration", "load_answerer", "load_calibration",
            "merge_passages", "pack_context"]

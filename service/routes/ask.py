@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException
 from fastapi.concurrency import run_in_threadpool
 
-from service.ask import BudgetTooSmall
+from service.ask import AskUnavailable, BudgetTooSmall
 from service.deps import MetricsDep, ReadyDep
 from service.errors import BadInput
 from service.routes.search import check_text
@@ -14,7 +14,9 @@ from service.schemas import AskRequest, AskResponse
 router = APIRouter(prefix="/v1", tags=["ask"])
 
 
-@router.post("/ask", response_model=AskResponse, summary="Extractive answer, abstention and LLM-ready context")
+@router.post("/ask", response_model=AskResponse, summary="Extractive answer, abstention and LLM-ready context",
+             responses={503: {"description": "not loaded yet, or no abstention calibration fits the index "
+                                             "(the reason is in `detail`; search still works)"}})
 async def ask(req: AskRequest, res: ReadyDep, metrics: MetricsDep) -> dict:
     s = res.settings
     question = check_text(req.question, ["body", "question"], s.max_query_chars)
@@ -28,8 +30,10 @@ async def ask(req: AskRequest, res: ReadyDep, metrics: MetricsDep) -> dict:
     history = [t.model_dump() for t in req.history]
     try:
         out = await run_in_threadpool(res.answerer.ask, question, req.k, req.max_context_tokens, req.encoding,
-                                      history)
+                                      history, req.min_confidence)
     except BudgetTooSmall as e:
         raise BadInput(["body", "max_context_tokens"], str(e), "budget_too_small") from None
+    except AskUnavailable as e:
+        raise HTTPException(status_code=503, detail=str(e)) from None
     metrics.count("ask", "answered" if out.answerable else "abstained")
     return out.as_dict()
