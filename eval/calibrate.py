@@ -220,7 +220,7 @@ def calibrate(datasets: list[Dataset], answerer, fitted_for: dict, progress: boo
     return {"calibration": cal, "report": report}
 
 
-def fitted_for(manifest: dict) -> dict:
+def index_fingerprint(manifest: dict) -> dict:
     """What a calibration records about the index it was fitted with (and is checked against at load)."""
     return {"model": (manifest.get("model") or {}).get("name"), "chunker": manifest.get("chunker"),
             "index_version": manifest.get("index_version"), "schema_version": manifest.get("schema_version")}

@@ -150,8 +150,8 @@ def cmd_run(args) -> int:
             "target": args.url or "in-process", "index_version": getattr(first, "index_version", None),
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "k": args.k,
             "fusion": None if args.url else asdict(_fusion(args))}
-    if "ask" in modes and hasattr(first, "answerer"):
-        cal = first.answerer.describe()
+    if "ask" in modes and "ask" in targets:
+        cal = targets["ask"].calibration_info()
         meta["calibration"] = {k: cal.get(k) for k in ("path", "threshold", "fitted_at", "error") if k in cal}
     print(markdown_table(results))
     if not args.no_report:
@@ -200,7 +200,7 @@ HELD_OUT = {("report", "test"), ("report", "fresh"), ("report-external", "keywor
 
 def cmd_calibrate(args) -> int:
     """Fit on the tuning sets; write the artefact to --write, else REPORTQA_CALIBRATION, else beside the index."""
-    from eval.calibrate import calibrate, fitted_for, report_table
+    from eval.calibrate import calibrate, index_fingerprint, report_table
     from service.ask import Answerer
     from service.config import Settings
 
@@ -215,7 +215,8 @@ def cmd_calibrate(args) -> int:
     args.alpha, args.fusion, args.url = None, None, None
     target = _targets(args, datasets[0], ["hybrid"])["hybrid"]
     answerer = Answerer(target.retriever, None)  # its own, uncalibrated: analysis only
-    out = calibrate(datasets, answerer, fitted_for(target.retriever.index.manifest), progress=not args.no_progress)
+    out = calibrate(datasets, answerer, index_fingerprint(target.retriever.index.manifest),
+                    progress=not args.no_progress)
     path = args.write or Settings().calibration or target.index_dir / "calibration.json"
     cal = out["calibration"]
     cal.save(path)

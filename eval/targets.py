@@ -50,6 +50,10 @@ class InProcessTarget:
     def ask(self, question: str, k: int = 5, min_confidence: float | None = None) -> dict:
         return self.answerer.ask(question, k=k, min_confidence=min_confidence).as_dict()
 
+    def calibration_info(self) -> dict:
+        """The calibration /v1/ask uses (as GET /v1/index reports it), or {"error": why there is none}."""
+        return self.answerer.describe()
+
     def close(self) -> None:
         pass
 
@@ -68,6 +72,11 @@ class HttpTarget:
         r = self.client.post("/v1/search", json={"query": query, "k": min(k, API_MAX_K), "mode": mode})
         r.raise_for_status()
         return r.json()["results"]
+
+    def calibration_info(self) -> dict:
+        r = self.client.get("/v1/index")
+        r.raise_for_status()
+        return r.json().get("calibration") or {}
 
     def ask(self, question: str, k: int = 5, min_confidence: float | None = None) -> dict:
         body = {"question": question, "k": k}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -64,12 +64,11 @@ class AskResult:
     took_ms: float
     index_version: str
     retrieval_query: str
-    extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
+        """The /v1/ask response body (service.schemas.AskResponse)."""
         d = asdict(self)
         d["answer"] = {"text": d.pop("answer_text"), "citations": d.pop("citations")}
-        d.update(d.pop("extra"))
         return d
 
 

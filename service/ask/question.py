@@ -128,7 +128,6 @@ class QuestionAnalysis:
     count_head: str | None
     entities: list[str]
     numbers: list[str]
-    words: frozenset[str]  # the question's own (unstemmed) words: not an answer when a sentence repeats them
 
     @property
     def asks_number(self) -> bool:
@@ -143,8 +142,7 @@ def analyze_question(text: str) -> QuestionAnalysis:
     qtype = question_type(text)
     return QuestionAnalysis(
         text=text, qtype=qtype, terms=key_terms(text), focus=focus_terms(text) if qtype != "other" else [],
-        count_head=count_head(text), entities=entities(text), numbers=numbers(text),
-        words=frozenset(t for _, _, t in token_spans(text)))
+        count_head=count_head(text), entities=entities(text), numbers=numbers(text))
 
 
 def retrieval_query(question: str, history: list[dict]) -> str:
