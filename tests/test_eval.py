@@ -113,6 +113,13 @@ def test_http_target_gives_identical_numbers(client, real_index, real_embedder):
     strip = ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms")
     assert {k: v for k, v in local.metrics.items() if k not in strip} == \
         {k: v for k, v in remote.metrics.items() if k not in strip}
+    ds.queries = ds.queries[:8] + [q for q in ds.queries if not q.answerable][:2]
+    local = evaluate_ask(ds, InProcessTarget(real_index, embedder=real_embedder), progress=False)
+    remote = evaluate_ask(ds, HttpTarget("http://testserver", client=client), progress=False)
+    assert [(r["confidence"], r["abstained"], r["answer"]) for r in local.per_query] == \
+        [(r["confidence"], r["abstained"], r["answer"]) for r in remote.per_query]
+    assert HttpTarget("http://testserver", client=client).calibration_info()["threshold"] == \
+        InProcessTarget(real_index, embedder=real_embedder).calibration_info()["threshold"]
 
 
 @pytest.mark.slow
