@@ -171,8 +171,11 @@ def collect(datasets: list[Dataset], answerer, progress: bool = True) -> tuple[d
     return weights, best_hit, tun
 
 
-def calibrate(datasets: list[Dataset], answerer, fitted_for: dict, progress: bool = True) -> dict:
-    """Fit on the pooled question sets; returns {"calibration": Calibration, "report": {...}}."""
+def calibrate(datasets: list[Dataset], answerer, fitted_for: dict, progress: bool = True,
+              max_false: float = MAX_FALSE_ABSTENTION) -> dict:
+    """Fit on the pooled question sets; returns {"calibration": Calibration, "report": {...}}.
+
+    The threshold refuses at most `max_false` of the pooled answerable questions (leave-one-out)."""
     from service.ask import Calibration
     from service.ask.features import feature_names, feature_signs
 
@@ -189,7 +192,7 @@ def calibrate(datasets: list[Dataset], answerer, fitted_for: dict, progress: boo
     losses = {l2: log_loss(p, y) for l2, p in loo.items()}
     l2 = min(L2_GRID, key=lambda v: (losses[v], -v))
     p_loo = loo[l2]
-    threshold = choose_threshold(p_loo, tun.answerable)
+    threshold = choose_threshold(p_loo, tun.answerable, max_false)
     w = fit_monotone(z, y, signs, l2)
 
     names = [f"{d.name}/{d.split}" for d in datasets]
@@ -198,7 +201,7 @@ def calibrate(datasets: list[Dataset], answerer, fitted_for: dict, progress: boo
                                     "threshold chosen on their own leave-one-out predictions",
                     "sentence_weights_answer_hit": best_hit, "l2": l2,
                     "l2_log_loss": {str(k): round(v, 4) for k, v in losses.items()},
-                    "max_false_abstention": MAX_FALSE_ABSTENTION,
+                    "max_false_abstention": max_false,
                     "pooled": _figures(p_loo, threshold, tun, every), "per_set": {}}
     for si, name in enumerate(names):
         rows = every[tun.sets == si]
@@ -208,7 +211,7 @@ def calibrate(datasets: list[Dataset], answerer, fitted_for: dict, progress: boo
             p_other = loo_probabilities(z[others], y[others], signs, l2)
             sub = Tuning(sets=tun.sets[others], styles=[tun.styles[i] for i in others], x=tun.x[others],
                          answerable=tun.answerable[others], right=y[others])
-            t_other = choose_threshold(p_other, sub.answerable)
+            t_other = choose_threshold(p_other, sub.answerable, max_false)
             p_set = np.zeros(len(y))
             p_set[rows] = predict(fit_monotone(z[others], y[others], signs, l2), z[rows])
             entry["leave_one_set_out"] = {"threshold": t_other, **_figures(p_set, t_other, tun, rows)}

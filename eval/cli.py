@@ -11,6 +11,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from eval.calibrate import MAX_FALSE_ABSTENTION
 from eval.datasets import Dataset, DatasetError, load_dataset, resolve_sections
 
 ALL_MODES = ("lexical", "dense", "hybrid", "naive", "ask")
@@ -216,7 +217,7 @@ def cmd_calibrate(args) -> int:
     target = _targets(args, datasets[0], ["hybrid"])["hybrid"]
     answerer = Answerer(target.retriever, None)  # its own, uncalibrated: analysis only
     out = calibrate(datasets, answerer, index_fingerprint(target.retriever.index.manifest),
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, max_false=args.max_false_abstention)
     path = args.write or Settings().calibration or target.index_dir / "calibration.json"
     cal = out["calibration"]
     cal.save(path)
@@ -296,6 +297,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--sets", default="report:dev,report-external:all",
                    help="comma list of dataset:split to fit on (default report:dev,report-external:all); "
                         "--split X is short for --sets report:X")
+    c.add_argument("--max-false-abstention", type=float, default=MAX_FALSE_ABSTENTION,
+                   help="most of the pooled answerable questions the threshold may refuse (default 0.04)")
     c.add_argument("--write", type=Path, default=None,
                    help="where to write (default REPORTQA_CALIBRATION, else <index>/calibration.json)")
     rp = sub.add_parser("reproduce", help="published BM25 and MTEB dense protocols on a BEIR data set")

@@ -108,3 +108,31 @@ def test_feature_registry():
     with pytest.raises(ValueError, match="sign"):
         feature(sign=2)
     assert Path(PACKAGED).name == "calibration.json"
+
+
+@pytest.mark.slow
+def test_calibrate_fits_on_two_authors_and_writes_an_artefact_the_service_accepts(tmp_path, real_index, real_embedder):
+    """A small fit (30 questions of each set) end to end: public functions only, its own answerer."""
+    from eval.calibrate import calibrate, index_fingerprint
+    from eval.datasets import load_dataset
+    from eval.targets import InProcessTarget
+    from service.ask import Answerer
+
+    target = InProcessTarget(real_index, embedder=real_embedder)
+    sets = [load_dataset("report", "dev"), load_dataset("report-external", "all")]
+    for d in sets:  # both answerable and unanswerable questions of each
+        d.queries = [q for q in d.queries if q.answerable][:22] + [q for q in d.queries if not q.answerable][:8]
+    manifest = target.retriever.index.manifest
+    out = calibrate(sets, Answerer(target.retriever, None), index_fingerprint(manifest), progress=False)
+    cal, report = out["calibration"], out["report"]
+    cal.save(tmp_path / "calibration.json")
+    back = load_calibration(manifest, [tmp_path])
+    assert back.threshold == cal.threshold and back.features == list(feature_names())
+    assert [s["questions"] for s in back.fitted_on] == [30, 30]
+    assert back.fitted_on[0]["files"][0]["path"].endswith("dev.jsonl")
+    assert set(report["per_set"]) == {"report/dev", "report-external/all"}
+    for entry in report["per_set"].values():
+        assert set(entry) == {"leave_one_out", "leave_one_set_out"}
+    assert report["pooled"]["answerable_refused"] <= 0.04  # the threshold's constraint, on held-out predictions
+    w = np.array(back.weights[1:])
+    assert all(wi * s >= 0 for wi, s in zip(w, feature_signs(), strict=True))  # every weight on its sign's side
