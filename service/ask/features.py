@@ -6,6 +6,10 @@ on its feature's side (a feature whose fitted weight points the wrong way is dro
 so a quirk of a small tuning set cannot turn a signal upside down. Adding a feature is one decorated function
 here; `python -m eval calibrate` then fits a calibration for the new feature list (an old calibration is
 refused because its feature names no longer match).
+
+A signal that needs a model (a reader scoring question–sentence pairs, a tagger) is loaded once where the
+Answerer is built, computed once per question in `Answerer.analyze` into a field of `Signals`, and read by its
+feature function here; `python -m eval calibrate` then decides its weight like any other's.
 """
 
 from __future__ import annotations
