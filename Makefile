@@ -8,11 +8,12 @@ PORT ?= 8000
 CORPUS ?= corpus
 INDEX ?= index
 SCIFACT ?= ../shared/datasets/scifact
+EXTERNAL ?= ../shared/datasets/report-external
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: serve test install install-test system-test-deps index eval eval-url calibrate scifact bench overload lint compose-check clean
+.PHONY: serve test install install-test system-test-deps index eval eval-external eval-url calibrate calibrate-packaged scifact bench overload lint compose-check clean
 
 ## serve: create .venv, install, build the index from corpus/ if there is none (or it is stale), export the
 ## ONNX encoder if it is missing, serve on HOST:PORT
@@ -62,13 +63,25 @@ eval: install
 	$(BIN)/python -m indexer ensure --corpus $(CORPUS) --out $(INDEX)
 	$(BIN)/python -m eval run --dataset report --split test --index $(INDEX)
 
+## eval-external: another author's questions (read in place from EXTERNAL): answers, refusals per style, keywords
+eval-external: install
+	$(BIN)/python -m indexer ensure --corpus $(CORPUS) --out $(INDEX)
+	$(BIN)/python -m eval run --dataset report-external --external-dir $(EXTERNAL) --index $(INDEX) --modes lexical,dense,hybrid,ask
+	$(BIN)/python -m eval run --dataset report-external --split keywords --external-dir $(EXTERNAL) --index $(INDEX) --modes lexical,dense,hybrid
+
 ## eval-url: the same through a running service's public API (URL=http://127.0.0.1:8000)
 eval-url: install
 	$(BIN)/python -m eval run --dataset report --split test --url $(or $(URL),http://$(HOST):$(PORT)) --modes lexical,dense,hybrid,ask
 
-## calibrate: refit /v1/ask's abstention on the dev split (after changing chunking or ranking)
+## calibrate: refit /v1/ask's abstention on report dev + report-external, written to $(INDEX)/calibration.json
+## (after changing chunking, ranking or the features); calibrate-packaged refits the default shipped in the wheel
 calibrate: install
-	$(BIN)/python -m eval calibrate --split dev --index $(INDEX)
+	$(BIN)/python -m indexer ensure --corpus $(CORPUS) --out $(INDEX)
+	$(BIN)/python -m eval calibrate --index $(INDEX) --external-dir $(EXTERNAL)
+
+calibrate-packaged: install
+	$(BIN)/python -m indexer ensure --corpus $(CORPUS) --out $(INDEX)
+	$(BIN)/python -m eval calibrate --index $(INDEX) --external-dir $(EXTERNAL) --write service/ask/calibration.json
 
 ## scifact: reproduce the published SciFact numbers, then our pipeline (tens of minutes on 2 cores: it embeds
 ## every sentence of 5,183 abstracts once; indexes are cached under .cache/eval). Fusion tuned on train only.

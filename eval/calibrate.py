@@ -1,19 +1,42 @@
-"""Fit /v1/ask's answer-sentence weights and abstention models on a tuning split (the report set's dev).
+"""Fit /v1/ask's answer-sentence weights and abstention model on question sets by more than one author.
 
-Writes service/calibration.json. Run again whenever chunking or retrieval changes:
-    python -m eval calibrate --split dev
+    python -m eval calibrate                      # report dev + report-external (answerable and unanswerable)
+    python -m eval calibrate --sets report:dev,report-external:all --write /tmp/calibration.json
+
+What is fitted, and how it is chosen (everything on the tuning sets only; test and fresh are never used):
+1. the sentence-score weights (cosine, coverage, passage score, answer type): the grid point whose top
+   sentence holds an answer string for most of the pooled answerable questions;
+2. `confidence`: a sign-constrained logistic model over the registered features (service.ask.features)
+   predicting "answer right" (answerable, and the answer sentence holds an answer string); its L2 strength is
+   the one with the lowest leave-one-out log loss on the pooled questions;
+3. the threshold: from leave-one-out predictions on the pooled questions, the one that refuses the most
+   unanswerable questions while refusing at most MAX_FALSE_ABSTENTION of the answerable ones.
+The report gives, per set, the leave-one-out figures and the leave-one-set-out ones (a model fitted on the
+other author's questions only: how the fit carries over to an author it never saw).
+
+This module calls the service's public functions only (Answerer.analyze, Answerer.rank_candidates,
+evidence.answer_text, features.feature_names/feature_signs, Calibration) and builds its own Answerer: it never
+changes a live one.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
+import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from eval.datasets import Dataset
-from eval.metrics import hit_at_k
+from eval.metrics import auroc, expected_calibration_error, hit_at_k
 
-MAX_FALSE_ABSTENTION = 0.04  # on the tuning split; the product target is ≤ 5% on unseen questions
+log = logging.getLogger(__name__)
+
+MAX_FALSE_ABSTENTION = 0.04  # on the pooled tuning questions; the product target is ≤ 5% on unseen questions
+L2_GRID = (0.3, 1.0, 3.0, 10.0)
+SENTENCE_GRID = [{"cos": 1.0, "coverage": c, "passage": p, "type": t}
+                 for c, p, t in itertools.product((0.3, 0.6, 1.0), (0.0, 0.3, 0.6), (0.0, 0.2, 0.4))]
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 50) -> np.ndarray:
@@ -34,12 +57,6 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 50)
     return w
 
 
-# Expected direction of each signal (service.answer.FEATURES order): +1 more means answerable, -1 less.
-SIGNS = {"dense_top": 1, "sentence_cos": 1, "coverage_top": 1, "coverage_answer": 1, "typed_coverage": 1,
-         "slot_match": 1, "oov": -1, "rare_missing": -1, "entity_missing_answer": -1, "lexical_top": 1,
-         "asks_number": 0, "asks_name": 0, "typed_no_slot": -1}
-
-
 def fit_monotone(x: np.ndarray, y: np.ndarray, signs: list[int], l2: float = 3.0) -> np.ndarray:
     """Logistic regression whose weights keep their expected sign: a feature whose fitted weight points
     the wrong way (a quirk of a small tuning set) is dropped and the rest refitted."""
@@ -58,13 +75,16 @@ def fit_monotone(x: np.ndarray, y: np.ndarray, signs: list[int], l2: float = 3.0
     return w
 
 
+def predict(w: np.ndarray, z: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-(w[0] + z @ w[1:])))
+
+
 def loo_probabilities(x: np.ndarray, y: np.ndarray, signs: list[int], l2: float) -> np.ndarray:
     """Leave-one-out predicted probabilities: an honest view of how the fit does on unseen questions."""
     out = np.zeros(len(y))
     for i in range(len(y)):
         keep = np.arange(len(y)) != i
-        w = fit_monotone(x[keep], y[keep], signs, l2)
-        out[i] = 1 / (1 + np.exp(-(w[0] + x[i] @ w[1:])))
+        out[i] = predict(fit_monotone(x[keep], y[keep], signs, l2), x[i : i + 1])[0]
     return out
 
 
@@ -85,60 +105,142 @@ def choose_threshold(p: np.ndarray, answerable: np.ndarray, max_false: float = M
     return float(best_t)
 
 
-def calibrate(dataset: Dataset, answerer, progress: bool = True) -> dict:
+def log_loss(p: np.ndarray, y: np.ndarray) -> float:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+@dataclass
+class Tuning:
+    """The pooled tuning questions, one row each."""
+
+    sets: np.ndarray  # index of the question set each row comes from
+    styles: list[str]
+    x: np.ndarray  # raw features
+    answerable: np.ndarray  # bool
+    right: np.ndarray  # 1.0 when answerable and the answer sentence holds an answer string
+
+
+def _figures(p: np.ndarray, t: float, tun: Tuning, rows: np.ndarray) -> dict:
+    """Refusals and answers at threshold t over `rows`, with the ECE of the response's p(correct)."""
+    ans, right = tun.answerable[rows], tun.right[rows]
+    refused = p[rows] < t
+    near = np.array([not a and s != "off-topic" for a, s in zip(ans, np.array(tun.styles)[rows], strict=True)])
+    off = ~ans & ~near
+    correct = np.where(refused, ~ans, right == 1.0)
+    p_resp = np.where(refused, 1 - p[rows], p[rows])
+
+    def frac(mask: np.ndarray, of: np.ndarray) -> float | None:
+        return float((mask & of).sum() / of.sum()) if of.sum() else None
+
+    return {"questions": int(len(rows)), "answerable": int(ans.sum()),
+            "answer_in_text": frac(~refused & (right == 1.0), ans), "answerable_refused": frac(refused, ans),
+            "near_miss_refused": frac(refused, near), "off_topic_refused": frac(refused, off),
+            "auroc_answerable_vs_near_miss": auroc(p[rows][ans].tolist(), p[rows][near].tolist()),
+            "ece": expected_calibration_error(p_resp.tolist(), correct.tolist())}
+
+
+def collect(datasets: list[Dataset], answerer, progress: bool = True) -> tuple[dict, float, Tuning]:
+    """Analyze every question; choose the sentence weights; return them with the features at those weights."""
     from tqdm import tqdm
 
-    from service.answer import Calibration
+    from service.ask.evidence import answer_text
 
-    analyses = []
-    for q in tqdm(dataset.queries, desc="analyze", disable=not progress, leave=False):
-        a = answerer.analyze(q.text, k=5)
-        analyses.append((q, a))
+    questions = [(si, q) for si, ds in enumerate(datasets) for q in ds.queries if q.question]
+    analyses = [(q, answerer.analyze(q.text, k=5))
+                for _, q in tqdm(questions, desc="analyze", disable=not progress, leave=False)]
 
     def answer_hits(weights: dict) -> float:
-        answerer.cal.sentence_weights = weights
         hits = []
         for q, a in analyses:
-            if not q.answers:
-                continue
-            cands = answerer.candidates(q.text, a["qvec"], a["hits"])
-            hits.append(hit_at_k([answerer.answer_text(a["hits"], cands[0])], q.answers, 1) if cands else 0.0)
+            if q.answers:
+                cands = answerer.rank_candidates(a, weights)
+                hits.append(hit_at_k([answer_text(a.hits, cands[0])], q.answers, 1) if cands else 0.0)
         return float(np.mean(hits))
 
-    grid = [{"cos": 1.0, "coverage": c, "passage": p, "type": t}
-            for c, p, t in itertools.product((0.3, 0.6, 1.0), (0.0, 0.3, 0.6), (0.0, 0.2, 0.4))]
-    scored = [(answer_hits(w), -i, w) for i, w in enumerate(grid)]
+    scored = [(answer_hits(w), -i, w) for i, w in enumerate(SENTENCE_GRID)]
     best_hit, _, weights = max(scored, key=lambda t: (t[0], t[1]))
-    answerer.cal.sentence_weights = weights
+    xs, right = [], []
+    for _, q in tqdm(questions, desc="features", disable=not progress, leave=False):
+        a = answerer.analyze(q.text, k=5, sentence_weights=weights)
+        xs.append(a.x)
+        ok = bool(q.answers) and a.best is not None and hit_at_k([answer_text(a.hits, a.best)], q.answers, 1) == 1.0
+        right.append(1.0 if ok else 0.0)
+    tun = Tuning(sets=np.array([si for si, _ in questions]), styles=[q.style for _, q in questions],
+                 x=np.array(xs), answerable=np.array([q.answerable for _, q in questions]), right=np.array(right))
+    return weights, best_hit, tun
 
-    xs, y_ans, y_ok = [], [], []
-    for q in dataset.queries:
-        a = answerer.analyze(q.text, k=5)  # again, now with the chosen sentence weights
-        xs.append(a["x"])
-        y_ans.append(1.0 if q.answerable else 0.0)
-        best = a["best"]
-        y_ok.append(hit_at_k([answerer.answer_text(a["hits"], best)], q.answers, 1)
-                    if q.answers and best is not None else 0.0)
-    x = np.array(xs)
-    mean, scale = x.mean(axis=0), x.std(axis=0)
+
+def calibrate(datasets: list[Dataset], answerer, fitted_for: dict, progress: bool = True,
+              max_false: float = MAX_FALSE_ABSTENTION) -> dict:
+    """Fit on the pooled question sets; returns {"calibration": Calibration, "report": {...}}.
+
+    The threshold refuses at most `max_false` of the pooled answerable questions (leave-one-out)."""
+    from service.ask import Calibration
+    from service.ask.features import feature_names, feature_signs
+
+    weights, best_hit, tun = collect(datasets, answerer, progress)
+    signs = feature_signs()
+    mean, scale = tun.x.mean(axis=0), tun.x.std(axis=0)
     scale[scale < 1e-6] = 1.0
-    z = (x - mean) / scale
-    from service.answer import FEATURES
+    z = (tun.x - mean) / scale
+    y = tun.right
+    every = np.arange(len(y))
 
-    signs = [SIGNS[f] for f in FEATURES]
-    w_ans = fit_monotone(z, np.array(y_ans), signs)
-    w_ok = fit_monotone(z, np.array(y_ok), signs)
-    cal = Calibration(mean=mean.tolist(), scale=scale.tolist(), answerable_w=w_ans.tolist(),
-                      correct_w=w_ok.tolist(), sentence_weights=weights,
-                      fitted_on=f"{dataset.name}/{dataset.split} ({len(dataset.queries)} questions)")
-    answerable = np.array(y_ans) == 1.0
-    p = loo_probabilities(z, np.array(y_ans), signs, 3.0)  # threshold from held-out predictions
-    cal.threshold = choose_threshold(p, answerable)
-    abst = p < cal.threshold
-    metrics = {
-        "estimated_by": "leave-one-out on the tuning split",
-        "answer_hit_top_sentence": best_hit,
-        "abstention_recall": float((abst & ~answerable).sum() / max(1, (~answerable).sum())),
-        "false_abstention": float((abst & answerable).sum() / max(1, answerable.sum())),
-    }
-    return {"calibration": cal, "metrics": metrics}
+    # L2 strength by leave-one-out log loss on the pooled questions
+    loo = {l2: loo_probabilities(z, y, signs, l2) for l2 in L2_GRID}
+    losses = {l2: log_loss(p, y) for l2, p in loo.items()}
+    l2 = min(L2_GRID, key=lambda v: (losses[v], -v))
+    p_loo = loo[l2]
+    threshold = choose_threshold(p_loo, tun.answerable, max_false)
+    w = fit_monotone(z, y, signs, l2)
+
+    names = [f"{d.name}/{d.split}" for d in datasets]
+    report: dict = {"estimated_by": "leave-one-out on the pooled tuning questions (each question predicted by a "
+                                    "model fitted without it); leave-one-set-out: fitted on the other sets only, "
+                                    "threshold chosen on their own leave-one-out predictions",
+                    "sentence_weights_answer_hit": best_hit, "l2": l2,
+                    "l2_log_loss": {str(k): round(v, 4) for k, v in losses.items()},
+                    "max_false_abstention": max_false,
+                    "pooled": _figures(p_loo, threshold, tun, every), "per_set": {}}
+    for si, name in enumerate(names):
+        rows = every[tun.sets == si]
+        entry = {"leave_one_out": _figures(p_loo, threshold, tun, rows)}
+        others = every[tun.sets != si]
+        if len(names) > 1 and len(set(y[others])) == 2:
+            p_other = loo_probabilities(z[others], y[others], signs, l2)
+            sub = Tuning(sets=tun.sets[others], styles=[tun.styles[i] for i in others], x=tun.x[others],
+                         answerable=tun.answerable[others], right=y[others])
+            t_other = choose_threshold(p_other, sub.answerable, max_false)
+            p_set = np.zeros(len(y))
+            p_set[rows] = predict(fit_monotone(z[others], y[others], signs, l2), z[rows])
+            entry["leave_one_set_out"] = {"threshold": t_other, **_figures(p_set, t_other, tun, rows)}
+        report["per_set"][name] = entry
+    cal = Calibration(features=list(feature_names()), mean=mean.tolist(), scale=scale.tolist(), weights=w.tolist(),
+                      threshold=threshold, sentence_weights=weights, fitted_for=fitted_for,
+                      fitted_on=[d.describe() for d in datasets],
+                      fitted_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), metrics=report)
+    return {"calibration": cal, "report": report}
+
+
+def index_fingerprint(manifest: dict) -> dict:
+    """What a calibration records about the index it was fitted with (and is checked against at load)."""
+    return {"model": (manifest.get("model") or {}).get("name"), "chunker": manifest.get("chunker"),
+            "index_version": manifest.get("index_version"), "schema_version": manifest.get("schema_version")}
+
+
+def report_table(report: dict) -> str:
+    """Per-set figures as a markdown table."""
+    cols = ["answer_in_text", "answerable_refused", "near_miss_refused", "off_topic_refused",
+            "auroc_answerable_vs_near_miss", "ece"]
+
+    def fmt(v) -> str:
+        return "–" if v is None else f"{v:.3f}"
+
+    out = ["| set | estimate | questions | " + " | ".join(cols) + " |", "|---|---|---|" + "---|" * len(cols)]
+    rows = [("pooled", "leave-one-out", report["pooled"])]
+    for name, e in report["per_set"].items():
+        rows += [(name, k.replace("_", "-"), v) for k, v in e.items()]
+    for name, est, f in rows:
+        out.append(f"| {name} | {est} | {f['questions']} | " + " | ".join(fmt(f.get(c)) for c in cols) + " |")
+    return "\n".join(out)

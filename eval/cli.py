@@ -11,7 +11,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from eval.datasets import Dataset, DatasetError, load_dataset
+from eval.calibrate import MAX_FALSE_ABSTENTION
+from eval.datasets import Dataset, DatasetError, load_dataset, resolve_sections
 from indexer.store import has_index
 
 ALL_MODES = ("lexical", "dense", "hybrid", "naive", "ask")
@@ -92,7 +93,7 @@ def _targets(args, dataset: Dataset, modes: list[str]):
         index_dir = args.index
         if not has_index(index_dir):
             index_dir = cached_index(args.corpus, args.cache, "report", embedder)
-    main = InProcessTarget(index_dir, embedder=embedder, fusion=fusion)
+    main = InProcessTarget(index_dir, embedder=embedder, fusion=fusion, calibration=getattr(args, "calibration", None))
     targets = {m: main for m in modes if m != "naive"}
     if "naive" in modes:
         naive_cfg = ChunkingConfig(max_pieces=embedder.max_pieces, strategy="paragraph", headings_in_embedding=False)
@@ -100,6 +101,23 @@ def _targets(args, dataset: Dataset, modes: list[str]):
         targets["naive"] = InProcessTarget(cached_index(corpus, args.cache, f"{dataset.name}-naive", embedder,
                                                         naive_cfg), embedder=embedder)
     return targets
+
+
+def _resolve_sections(args, dataset: Dataset, targets: dict) -> None:
+    """report-external names gold sections by heading: map them to anchors through the index in use (or,
+    against a URL, through the corpus parsed as the indexer parses it)."""
+    if not any(q.sections for q in dataset.queries):
+        return
+    local = [t for t in targets.values() if hasattr(t, "retriever")]
+    if local:
+        pairs = [(c["section"], c["anchor"]) for c in local[0].retriever.chunks]
+    else:
+        from indexer.build import corpus_files
+        from indexer.markdown import parse_markdown
+
+        pairs = [(s.title, s.anchor) for f in corpus_files(args.corpus) if f.suffix == ".md"
+                 for s in parse_markdown(f.read_text(encoding="utf-8")).sections if s.title]
+    resolve_sections(dataset, pairs)
 
 
 def cmd_run(args) -> int:
@@ -111,16 +129,17 @@ def cmd_run(args) -> int:
     if bad:
         print(f"error: unknown mode(s) {', '.join(bad)}; choose from {', '.join(ALL_MODES)}", file=sys.stderr)
         return 2
-    dataset = load_dataset(args.dataset, args.split)
+    dataset = load_dataset(args.dataset, args.split, args.external_dir)
     if args.limit:
         dataset.queries = dataset.queries[: args.limit]
     targets = _targets(args, dataset, modes)
+    _resolve_sections(args, dataset, targets)
     results = []
     for m in modes:
         if m not in targets:
             continue
         if m == "ask":
-            if dataset.name != "report":
+            if dataset.name not in ("report", "report-external") or not any(q.question for q in dataset.queries):
                 continue
             results.append(evaluate_ask(dataset, targets[m], progress=not args.no_progress))
         else:
@@ -129,10 +148,13 @@ def cmd_run(args) -> int:
             r.mode = m
             results.append(r)
     first = next(iter(targets.values()))
-    meta = {"dataset": dataset.name, "split": args.split, "queries": len(dataset.queries),
+    meta = {"dataset": dataset.name, "split": dataset.split, "queries": len(dataset.queries),
             "target": args.url or "in-process", "index_version": getattr(first, "index_version", None),
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "k": args.k,
             "fusion": None if args.url else asdict(_fusion(args))}
+    if "ask" in modes and "ask" in targets:
+        cal = targets["ask"].calibration_info()
+        meta["calibration"] = {k: cal.get(k) for k in ("path", "threshold", "fitted_at", "error") if k in cal}
     print(markdown_table(results))
     if not args.no_report:
         paths = write_reports(results, meta, args.out, plot=not args.no_plot)
@@ -150,9 +172,10 @@ def cmd_tune(args) -> int:
     from eval.runner import evaluate_mode
     from service.retrieval import FusionConfig
 
-    dataset = load_dataset(args.dataset, args.split)
+    dataset = load_dataset(args.dataset, args.split, args.external_dir)
     args.alpha, args.fusion, args.url = None, None, None
     target = _targets(args, dataset, ["hybrid"])["hybrid"]
+    _resolve_sections(args, dataset, {"hybrid": target})
     grid = [FusionConfig(method="minmax", alpha=a / 10, sentence_weight=w)
             for w in (0.0, 0.25, 0.5, 0.75, 1.0) for a in range(0, 11)] + \
            [FusionConfig(method="rrf", rrf_k=k) for k in (10, 30, 60)]
@@ -170,27 +193,40 @@ def cmd_tune(args) -> int:
                                            (metric, "hit@1", "hit@5", "mrr@10", "ndcg@10")) + " |")
         if best is None or (m.get(metric) or 0) > best[0] + 1e-12:
             best = (m.get(metric) or 0, label)
-    print(f"\nbest on {dataset.name}/{args.split} by {metric}: {best[1]} ({best[0]:.4f})")
+    print(f"\nbest on {dataset.name}/{dataset.split} by {metric}: {best[1]} ({best[0]:.4f})")
     return 0
 
 
-def cmd_calibrate(args) -> int:
-    from eval.calibrate import calibrate
-    from service.answer import CALIBRATION, Answerer, Calibration
+HELD_OUT = {("report", "test"), ("report", "fresh"), ("report-external", "keywords")}
 
-    if args.split == "test":
-        print("error: calibrate on a tuning split (dev), never on test", file=sys.stderr)
-        return 2
-    dataset = load_dataset("report", args.split)
+
+def cmd_calibrate(args) -> int:
+    """Fit on the tuning sets; write the artefact to --write, else REPORTQA_CALIBRATION, else beside the index."""
+    from eval.calibrate import calibrate, index_fingerprint, report_table
+    from service.ask import Answerer
+    from service.config import Settings
+
+    specs = [f"report:{args.split}"] if args.split else [s.strip() for s in args.sets.split(",") if s.strip()]
+    pairs = [(s.partition(":")[0], s.partition(":")[2] or None) for s in specs]
+    datasets = [load_dataset(name, split, args.external_dir) for name, split in pairs]
+    for d in datasets:
+        if (d.name, d.split) in HELD_OUT:
+            print(f"error: calibrate on tuning sets (report dev, report-external), never on test, fresh or keywords "
+                  f"({d.name}:{d.split})", file=sys.stderr)
+            return 2
     args.alpha, args.fusion, args.url = None, None, None
-    target = _targets(args, dataset, ["hybrid"])["hybrid"]
-    answerer = Answerer(target.retriever, Calibration())
-    out = calibrate(dataset, answerer, progress=not args.no_progress)
-    path = args.write or CALIBRATION
-    out["calibration"].save(path, out["metrics"])
-    print(json.dumps({"written": str(path), **out["metrics"],
-                      "sentence_weights": out["calibration"].sentence_weights,
-                      "threshold": out["calibration"].threshold}, indent=1))
+    target = _targets(args, datasets[0], ["hybrid"])["hybrid"]
+    answerer = Answerer(target.retriever, None)  # its own, uncalibrated: analysis only
+    out = calibrate(datasets, answerer, index_fingerprint(target.retriever.index.manifest),
+                    progress=not args.no_progress, max_false=args.max_false_abstention)
+    path = args.write or Settings().calibration or target.index_dir / "calibration.json"
+    cal = out["calibration"]
+    cal.save(path)
+    print(report_table(out["report"]))
+    print(json.dumps({"written": str(path), "threshold": cal.threshold, "l2": out["report"]["l2"],
+                      "sentence_weights": cal.sentence_weights,
+                      "fitted_on": [f"{d['dataset']}/{d['split']} ({d['questions']})" for d in cal.fitted_on]},
+                     indent=1))
     return 0
 
 
@@ -205,7 +241,7 @@ def cmd_reproduce(args) -> int:
     rows = [("BM25, bm25s k1=0.9 b=0.4, stemmed, whole documents", bm25_protocol(dataset))]
     rows.append(("all-MiniLM-L6-v2 dense, title + text truncated at 256 (MTEB)",
                  mteb_dense_protocol(dataset, SentenceTransformerEmbedder(threads=args.threads), args.cache)))
-    print(f"| protocol ({dataset.name}/{args.split}, {len(dataset.queries)} queries) | ndcg@10 | recall@100 |")
+    print(f"| protocol ({dataset.name}/{dataset.split}, {len(dataset.queries)} queries) | ndcg@10 | recall@100 |")
     print("|---|---|---|")
     for name, m in rows:
         print(f"| {name} | {m['ndcg@10']:.3f} | {m['recall@100']:.3f} |")
@@ -224,8 +260,14 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp):
-        sp.add_argument("--dataset", default="report", help="'report' or a BEIR directory (default: report)")
-        sp.add_argument("--split", default="test", help="report: dev|test; BEIR: a qrels split (default: test)")
+        sp.add_argument("--dataset", default="report",
+                        help="'report', 'report-external' or a BEIR directory (default: report)")
+        sp.add_argument("--split", default=None, help="report: dev|test|fresh (default test); report-external: "
+                        "all|answerable|unanswerable|keywords (default all); BEIR: a qrels split (default test)")
+        sp.add_argument("--external-dir", type=Path, default=None,
+                        help="where report-external is (default ../shared/datasets/report-external)")
+        sp.add_argument("--calibration", type=Path, default=None,
+                        help="/v1/ask calibration file (default: as the service finds it)")
         sp.add_argument("--k", type=int, default=10, help="passages per query that count (default 10)")
         sp.add_argument("--index", type=Path, default=Path("index"), help="index directory for the report set")
         sp.add_argument("--corpus", type=Path, default=Path("corpus"), help="corpus, if the index must be built")
@@ -251,10 +293,15 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tune", help="grid-search hybrid fusion on a tuning split (dev, or BEIR train)")
     common(t)
     t.add_argument("--metric", default="mrr@10")
-    c = sub.add_parser("calibrate", help="fit /v1/ask's answer weights and abstention on the dev split")
+    c = sub.add_parser("calibrate", help="fit /v1/ask's answer weights and abstention on tuning question sets")
     common(c)
-    c.set_defaults(split="dev")
-    c.add_argument("--write", type=Path, default=None, help="where to write (default service/calibration.json)")
+    c.add_argument("--sets", default="report:dev,report-external:all",
+                   help="comma list of dataset:split to fit on (default report:dev,report-external:all); "
+                        "--split X is short for --sets report:X")
+    c.add_argument("--max-false-abstention", type=float, default=MAX_FALSE_ABSTENTION,
+                   help="most of the pooled answerable questions the threshold may refuse (default 0.04)")
+    c.add_argument("--write", type=Path, default=None,
+                   help="where to write (default REPORTQA_CALIBRATION, else <index>/calibration.json)")
     rp = sub.add_parser("reproduce", help="published BM25 and MTEB dense protocols on a BEIR data set")
     common(rp)
     b = sub.add_parser("bench", help="index build seconds, search/ask latency percentiles, memory")

@@ -15,7 +15,7 @@ API_MAX_K = 50
 class InProcessTarget:
     name = "in-process"
 
-    def __init__(self, index_dir: Path, embedder=None, fusion=None) -> None:
+    def __init__(self, index_dir: Path, embedder=None, fusion=None, calibration: Path | None = None) -> None:
         from indexer.embed import SentenceTransformerEmbedder
         from indexer.store import load_index
         from service.retrieval import Retriever
@@ -23,6 +23,8 @@ class InProcessTarget:
         self.embedder = embedder or SentenceTransformerEmbedder()
         index = load_index(Path(index_dir), model_name=self.embedder.name, dim=self.embedder.dim)
         self.retriever = Retriever(index, self.embedder, fusion)
+        self.index_dir = Path(index_dir)
+        self.calibration = calibration
         self._answerer = None
         self.index_version = index.version
 
@@ -35,12 +37,22 @@ class InProcessTarget:
 
         return search_response(self.retriever, query, k=k, mode=mode)["results"]
 
-    def ask(self, question: str, k: int = 5) -> dict:
-        from service.answer import Answerer
+    @property
+    def answerer(self):
+        """The service's answerer for this index: the calibration found as the service finds it (or the
+        `calibration` file given); an UnavailableAnswerer, whose ask() raises with the reason, if none fits."""
+        from service.ask import load_answerer
 
         if self._answerer is None:
-            self._answerer = Answerer(self.retriever)
-        return self._answerer.ask(question, k=k)
+            self._answerer = load_answerer(self.retriever, [self.index_dir], self.calibration)
+        return self._answerer
+
+    def ask(self, question: str, k: int = 5, min_confidence: float | None = None) -> dict:
+        return self.answerer.ask(question, k=k, min_confidence=min_confidence).as_dict()
+
+    def calibration_info(self) -> dict:
+        """The calibration /v1/ask uses (as GET /v1/index reports it), or {"error": why there is none}."""
+        return self.answerer.describe()
 
     def close(self) -> None:
         pass
@@ -61,8 +73,16 @@ class HttpTarget:
         r.raise_for_status()
         return r.json()["results"]
 
-    def ask(self, question: str, k: int = 5) -> dict:
-        r = self.client.post("/v1/ask", json={"question": question, "k": k})
+    def calibration_info(self) -> dict:
+        r = self.client.get("/v1/index")
+        r.raise_for_status()
+        return r.json().get("calibration") or {}
+
+    def ask(self, question: str, k: int = 5, min_confidence: float | None = None) -> dict:
+        body = {"question": question, "k": k}
+        if min_confidence is not None:
+            body["min_confidence"] = min_confidence
+        r = self.client.post("/v1/ask", json=body)
         r.raise_for_status()
         return r.json()
 

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     fusion_alpha: float = Field(0.5, ge=0.0, le=1.0, description="hybrid: weight of the dense score")
     sentence_weight: float = Field(0.5, ge=0.0, le=1.0, description="dense: weight of the best sentence")
     verify_checksums: bool = Field(True, description="check every index file against the manifest at load")
+    calibration: Path | None = Field(None, description="/v1/ask's calibration file; default: calibration.json "
+                                     "in the index directory if there is one, else the one shipped with the code")
     cache_size: int = Field(2048, ge=0, description="query vectors kept in memory")
 
     # lifecycle / admin

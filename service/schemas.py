@@ -104,6 +104,8 @@ class AskRequest(BaseModel):
     encoding: Text = Field("cl100k_base", max_length=100, description="tiktoken encoding that counts the budget")
     history: list[Turn] = Field(default_factory=list, max_length=MAX_HISTORY_TURNS,
                                 description="earlier turns, oldest first")
+    min_confidence: float | None = Field(None, ge=0.0, le=1.0, description="answer only when `confidence` is at "
+                                         "least this; default: the calibrated threshold (GET /v1/index)")
 
 
 class Answer(BaseModel):

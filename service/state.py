@@ -28,6 +28,7 @@ from pathlib import Path
 from indexer.embed import Embedder, SentenceTransformerEmbedder
 from indexer.store import REBUILD_HINT, IndexData, IndexLoadError, load_index, version_dir
 from indexer.text import analyze
+from service.ask import Answerer, UnavailableAnswerer, load_answerer
 from service.config import Settings
 from service.retrieval import MODES, FusionConfig, Retriever
 
@@ -42,7 +43,7 @@ class Snapshot:
     embedder: Embedder
     index: IndexData
     retriever: Retriever
-    answerer: object  # service.answer.Answerer
+    answerer: Answerer | UnavailableAnswerer
     loaded_at: float
 
     @property
@@ -68,7 +69,8 @@ def probe(snapshot: Snapshot, n: int) -> None:
                 if not hits or not all(math.isfinite(h.score) for h in hits):
                     raise IndexLoadError(f"probe query {query!r} found {len(hits)} passages in {mode} mode "
                                          f"(scores {[h.score for h in hits]})")
-            snapshot.answerer.ask(query, 3)
+            if not isinstance(snapshot.answerer, UnavailableAnswerer):
+                snapshot.answerer.ask(query, 3)
         except IndexLoadError as e:
             raise IndexLoadError(f"index version {snapshot.version} failed a probe: {e}; {hint}") from e
         except Exception as e:
@@ -117,15 +119,15 @@ class Resources:
         return self.embedder
 
     def _build(self, path: Path) -> Snapshot:
-        from service.answer import Answerer
-
         s = self.settings
         embedder = self._embedder()
         index = load_index(path, model_name=embedder.name, dim=embedder.dim, verify=s.verify_checksums)
         fusion = FusionConfig(alpha=s.fusion_alpha, sentence_weight=s.sentence_weight)
         retriever = Retriever(index, embedder, fusion, cache_size=s.cache_size)
         snapshot = Snapshot(settings=s, embedder=embedder, index=index, retriever=retriever,
-                            answerer=Answerer(retriever), loaded_at=time.time())
+                            # no calibration that fits the index: /v1/ask answers 503 with the reason, search serves
+                            answerer=load_answerer(retriever, [index.path, s.index_dir], s.calibration),
+                            loaded_at=time.time())
         probe(snapshot, s.reload_probes)  # also pays torch's lazy initialisation before the first request
         return snapshot
 

@@ -54,6 +54,7 @@ def fake_index(tmp_path_factory, fake_embedder) -> Path:
 
     out = tmp_path_factory.mktemp("fake") / "index"
     build_index(CORPUS, out, fake_embedder)
+    calibrate_for_tests(out)
     return out
 
 
@@ -72,6 +73,19 @@ def xss_corpus(tmp_path_factory) -> Path:
     shutil.copy(REPORT, d / REPORT.name)
     shutil.copy(FIXTURES / "xss-probe.md", d / "xss-probe.md")
     return d
+
+
+def calibrate_for_tests(root: Path) -> None:
+    """A fake-embedder index gets the packaged calibration re-labelled for its model and chunker, written
+    beside it, so that /v1/ask answers (its confidences mean nothing: tests of the HTTP surface only)."""
+    from indexer.store import load_index
+    from service.ask.calibration import PACKAGED, Calibration
+
+    manifest = load_index(root).manifest
+    cal = Calibration.load(PACKAGED)
+    cal.fitted_for = {**cal.fitted_for, "model": manifest["model"]["name"], "chunker": manifest["chunker"],
+                      "index_version": manifest["index_version"]}
+    cal.save(root / "calibration.json")
 
 
 def make_client(index_dir: Path, embedder, **settings):
@@ -138,6 +152,7 @@ def two_versions(tmp_path_factory, fake_embedder) -> tuple[Path, str, str]:
     a = build_index(write_small_corpus(base / "corpus-a", "alpha"), root, fake_embedder).index_version
     b = build_index(write_small_corpus(base / "corpus-b", "bravo"), root, fake_embedder).index_version
     set_current(root, a)
+    calibrate_for_tests(root)
     return root, a, b
 
 

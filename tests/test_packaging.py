@@ -1,5 +1,6 @@
 """What a newcomer and CI meet: the compose file validates, the CLIs fail cleanly, the README is true."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -60,3 +61,27 @@ def test_eval_cli_rejects_unknown_modes_and_test_calibration():
     assert r.returncode == 2 and "unknown mode" in r.stderr
     r = _run("-m", "eval", "calibrate", "--split", "test")
     assert r.returncode == 2 and "never on test" in r.stderr
+    r = _run("-m", "eval", "calibrate", "--sets", "report:dev,report:fresh")
+    assert r.returncode == 2 and "report:fresh" in r.stderr
+
+
+def test_the_wheel_ships_the_packaged_calibration(tmp_path):
+    """`pip install .` into a clean venv gets /v1/ask's calibration: it is package data of service.ask."""
+    import zipfile
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    for pkg in ("indexer", "service", "eval"):  # a copy, so that the build leaves nothing in the worktree
+        shutil.copytree(ROOT / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__", "reports"))
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                        "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    wheel = next((tmp_path / "dist").glob("reportqa-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "service/ask/calibration.json" in names
+    assert "service/ask/features.py" in names and "service/static/index.html" in names
+    assert "service/answer.py" not in names
+    shipped = json.loads(zipfile.ZipFile(wheel).read("service/ask/calibration.json"))
+    assert shipped["features"] and shipped["fitted_for"]["model"] and shipped["threshold"] > 0

@@ -3,7 +3,8 @@
 import pytest
 
 from indexer.text import stem
-from service.answer import _has, count_head, count_unit, counted_near, evidence_window, focus_terms, question_type
+from service.ask.evidence import counted_near, evidence_window, matches_term
+from service.ask.question import count_head, count_unit, focus_terms, question_type
 
 
 @pytest.mark.parametrize("question,kind", [
@@ -69,4 +70,4 @@ def test_evidence_window_includes_list_headers_and_the_previous_sentence():
     ("Japanese", "Japan", True), ("registered", "registrations", True), ("Samsung", "Huawei", False),
 ])
 def test_demonyms_and_word_families_match(word, place, ok):
-    assert _has(stem(word.lower()), {stem(place.lower())}) is ok
+    assert matches_term(stem(word.lower()), {stem(place.lower())}) is ok

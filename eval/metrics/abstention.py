@@ -17,3 +17,11 @@ def abstention_scores(answerable: list[bool], abstained: list[bool]) -> dict[str
         "abstention_recall": tp / n_unans if n_unans else None,
         "false_abstention": fa / n_ans if n_ans else None,
     }
+
+
+def refusal_curve(confidences: list[float], thresholds: list[float]) -> list[float | None]:
+    """For each threshold t, the share of questions refused at that operating point (confidence < t);
+    None for no questions."""
+    if not confidences:
+        return [None for _ in thresholds]
+    return [sum(1 for c in confidences if c < t) / len(confidences) for t in thresholds]

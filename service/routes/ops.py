@@ -66,6 +66,7 @@ async def index_info(res: ReadyDep) -> dict:
         "chunks": len(res.index.chunks),
         "documents": list(res.index.documents.values()),
         "warnings": m.get("warnings", []),
+        "calibration": res.answerer.describe() if res.answerer is not None else None,
     }
 
 

@@ -1,0 +1,138 @@
+"""The calibration artefact: found, read and verified; the feature registry it is checked against."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexer.embed import DEFAULT_MODEL_NAME
+from service.ask.calibration import (
+    PACKAGED,
+    Calibration,
+    CalibrationError,
+    find_calibration,
+    load_calibration,
+)
+from service.ask.features import REGISTRY, feature, feature_names, feature_signs
+
+MANIFEST = {"index_version": "v1", "model": {"name": DEFAULT_MODEL_NAME},
+            "chunker": {"target_tokens": 170, "strategy": "section"}}
+
+
+def make(**kw) -> Calibration:
+    n = len(feature_names())
+    base = dict(features=list(feature_names()), mean=[0.0] * n, scale=[1.0] * n, weights=[0.0] + [0.5] * n,
+                threshold=0.4, fitted_for={"model": DEFAULT_MODEL_NAME, "chunker": MANIFEST["chunker"],
+                                           "index_version": "v0"})
+    base.update(kw)
+    return Calibration(**base)
+
+
+def test_save_load_round_trip_and_verify(tmp_path):
+    cal = make()
+    cal.save(tmp_path / "c.json")
+    back = Calibration.load(tmp_path / "c.json")
+    assert back.path == str(tmp_path / "c.json") and back.threshold == 0.4 and back.features == cal.features
+    back.verify(MANIFEST)  # another index version of the same model and chunker is fine
+    assert "path" not in json.loads((tmp_path / "c.json").read_text())
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"features": list(feature_names())[:-1]}, "other features"),
+    ({"fitted_for": {"model": "other/model", "chunker": MANIFEST["chunker"]}}, "fitted for the model"),
+    ({"fitted_for": {"model": DEFAULT_MODEL_NAME, "chunker": {"target_tokens": 300, "strategy": "section"}}},
+     "target_tokens"),
+])
+def test_a_calibration_for_another_model_chunker_or_feature_list_is_refused(change, message):
+    cal = make(**change)
+    if len(cal.features) != len(cal.mean):
+        cal.mean, cal.scale, cal.weights = cal.mean[:-1], cal.scale[:-1], cal.weights[:-1]
+    with pytest.raises(CalibrationError, match=message) as e:
+        cal.verify(MANIFEST)
+    assert "python -m eval calibrate" in str(e.value)
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "no calibration"), ("{not json", "cannot read"), ('{"format": 1, "features": []}', "format 2"),
+    ('{"format": 2, "features": ["a"], "mean": [], "scale": [], "weights": [0], "threshold": 0.5}', "malformed"),
+])
+def test_missing_or_broken_files_are_clear_errors(tmp_path, content, message):
+    p = tmp_path / "c.json"
+    if content is not None:
+        p.write_text(content)
+    with pytest.raises(CalibrationError, match=message):
+        Calibration.load(p)
+
+
+def test_where_the_calibration_is_found(tmp_path):
+    explicit, index = tmp_path / "mine.json", tmp_path / "index"
+    index.mkdir()
+    assert find_calibration([index]) == PACKAGED  # nothing beside the index: the one shipped with the code
+    make().save(index / "calibration.json")
+    assert find_calibration([tmp_path / "other", index]) == index / "calibration.json"
+    with pytest.raises(CalibrationError, match="does not exist"):
+        find_calibration([index], explicit)  # an explicit path that is not there is an error, not a fallback
+    make(threshold=0.9).save(explicit)
+    assert load_calibration(MANIFEST, [index], explicit).threshold == 0.9
+
+
+def test_the_packaged_calibration_fits_the_code_and_says_what_it_was_fitted_on():
+    cal = Calibration.load(PACKAGED)
+    assert cal.features == list(feature_names())
+    assert cal.fitted_for["model"] == DEFAULT_MODEL_NAME and cal.fitted_for["chunker"]
+    sets = {(s["dataset"], s["split"]) for s in cal.fitted_on}
+    assert sets == {("report", "dev"), ("report-external", "all")}  # more than one author; never test or fresh
+    assert all(len(f["sha256"]) == 64 for s in cal.fitted_on for f in s["files"])
+    assert 0.0 < cal.threshold < 1.0 and cal.fitted_at
+
+
+def test_confidence_follows_the_signs():
+    cal = make()
+    x = np.zeros(len(feature_names()))
+    for i, sign in enumerate(feature_signs()):
+        if sign:
+            up = x.copy()
+            up[i] = 1.0
+            cal.weights = [0.0] + [0.0] * len(x)
+            cal.weights[i + 1] = 0.7 * sign
+            assert (cal.confidence(up) > cal.confidence(x)) == (sign > 0)
+
+
+def test_feature_registry():
+    names = feature_names()
+    assert len(names) == len(set(names)) == len(REGISTRY)
+    assert all(f.sign in (-1, 0, 1) and f.doc for f in REGISTRY)
+    with pytest.raises(ValueError, match="registered twice"):
+        feature(sign=1)(REGISTRY[0].fn)
+    with pytest.raises(ValueError, match="sign"):
+        feature(sign=2)
+    assert Path(PACKAGED).name == "calibration.json"
+
+
+@pytest.mark.slow
+def test_calibrate_fits_on_two_authors_and_writes_an_artefact_the_service_accepts(tmp_path, real_index, real_embedder):
+    """A small fit (30 questions of each set) end to end: public functions only, its own answerer."""
+    from eval.calibrate import calibrate, index_fingerprint
+    from eval.datasets import load_dataset
+    from eval.targets import InProcessTarget
+    from service.ask import Answerer
+
+    target = InProcessTarget(real_index, embedder=real_embedder)
+    sets = [load_dataset("report", "dev"), load_dataset("report-external", "all")]
+    for d in sets:  # both answerable and unanswerable questions of each
+        d.queries = [q for q in d.queries if q.answerable][:22] + [q for q in d.queries if not q.answerable][:8]
+    manifest = target.retriever.index.manifest
+    out = calibrate(sets, Answerer(target.retriever, None), index_fingerprint(manifest), progress=False)
+    cal, report = out["calibration"], out["report"]
+    cal.save(tmp_path / "calibration.json")
+    back = load_calibration(manifest, [tmp_path])
+    assert back.threshold == cal.threshold and back.features == list(feature_names())
+    assert [s["questions"] for s in back.fitted_on] == [30, 30]
+    assert back.fitted_on[0]["files"][0]["path"].endswith("dev.jsonl")
+    assert set(report["per_set"]) == {"report/dev", "report-external/all"}
+    for entry in report["per_set"].values():
+        assert set(entry) == {"leave_one_out", "leave_one_set_out"}
+    assert report["pooled"]["answerable_refused"] <= 0.04  # the threshold's constraint, on held-out predictions
+    w = np.array(back.weights[1:])
+    assert all(wi * s >= 0 for wi, s in zip(w, feature_signs(), strict=True))  # every weight on its sign's side
