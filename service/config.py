@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     encoder: Literal["torch", "onnx", "onnx-int8"] = Field(
         "torch", description="query encoder: torch (the reference), onnx (the same model on ONNX Runtime: same "
                              "vectors, about 3x faster) or onnx-int8 (quantized: faster, vectors a little off)")
+    batch_wait_ms: float = Field(2.0, ge=0, le=50, description="torch encoder: concurrent queries are encoded "
+                                 "together, the first waiting at most this long for others (0: off)")
+    batch_max: int = Field(16, ge=1, le=256, description="torch encoder: most queries encoded in one batch")
     onnx_dir: Path | None = Field(None, description="exported ONNX model (python -m indexer export-onnx); "
                                                     "default: <index_dir>/encoders/onnx")
     max_query_chars: int = Field(1000, ge=10, description="longest query or question accepted (characters)")

@@ -61,6 +61,10 @@ NOT_ANSWERED = [
     "How do I bake sourdough bread?",
     "Who won the 2022 football World Cup?",
     "zebra quokka xylophone",
+    # off-topic questions whose words occur in the report: no retrieved passage is related in meaning
+    "What's a good recipe for banana bread?",
+    "who's the current president of France?",
+    "What is the boiling point of water?",
     *[xfail(q, reason=f"answered at the calibrated threshold; {why}") for q, why in [
         ("How many people work at the OpenInfra Foundation?", "the report never counts its staff"),
         ("What did a ticket to the Vancouver Summit cost?", "no price is given; the money pattern allows at most "
@@ -72,11 +76,6 @@ NOT_ANSWERED = [
         ("how many registrations did the Vancouver Summit get?", "registrations are counted for Beijing only"),
         ("Which Gold Member left the Foundation in 2023?", "members joining are listed, none leaving"),
         ("What's the email address of the OpenInfra Asia hub?", "only a mailing-list URL is given"),
-        ("What's a good recipe for banana bread?", "off-topic (best sentence: 'Spread the good word about your "
-                                                   "work.')"),
-        ("who's the current president of France?", "off-topic; France is only named in a list of countries"),
-        ("What is the boiling point of water?", "off-topic (best sentence: a list of the countries of OpenInfra "
-                                                "Asia's members)"),
     ]],
 ]
 

@@ -92,8 +92,7 @@ def test_follow_up_uses_history(client):
 
 
 @pytest.mark.parametrize("question", [
-    pytest.param("What is the boiling point of water?", marks=pytest.mark.xfail(
-        strict=True, reason="answered at the threshold fitted on two authors (see test_abstention.py)")),
+    "What is the boiling point of water?",
     "How do I bake sourdough bread?", "Who won the 2022 football World Cup?", "zebra quokka xylophone"])
 def test_off_topic_questions_are_not_answered(client, question):
     body = ask(client, question).json()

@@ -50,6 +50,12 @@ class Analysis:
     def best(self) -> Candidate | None:
         return self.candidates[0] if self.candidates else None
 
+    def related(self, min_cosine: float) -> bool:
+        """Whether any retrieved passage is related in meaning to the question at all (cosine ≥ `min_cosine`,
+        the retriever's own "unrelated" cut-off): a question about something else is never answered from
+        passages that merely share a word with it."""
+        return any(h.dense is not None and h.dense >= min_cosine for h in self.hits)
+
 
 @dataclass
 class AskResult:
@@ -122,7 +128,10 @@ class Answerer:
         hits, best, x = a.hits[:k], a.best, a.x
         if best is not None and best.passage >= len(hits):
             best = None
-        confidence = round(float(min(1.0, max(0.0, self.cal.confidence(x)))), 4) if best is not None else 0.0
+        if best is None or not a.related(self.r.fusion.min_dense_without_terms):
+            confidence = 0.0  # nothing retrieved, or nothing related to the question: off-topic
+        else:
+            confidence = round(float(min(1.0, max(0.0, self.cal.confidence(x)))), 4)
         threshold = self.cal.threshold if min_confidence is None else min_confidence
         answerable = best is not None and confidence >= threshold
         passages, order = merge_passages(hits, question, self.r.common_terms)
