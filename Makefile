@@ -22,7 +22,7 @@ serve: install
 
 ## test: install what the tests need (Python packages, Debian's chromium) and run the whole suite
 test: install-test system-test-deps
-	$(BIN)/ruff check indexer service eval tests
+	$(BIN)/ruff check indexer service eval tests deploy
 	$(BIN)/python -m pytest
 
 $(BIN)/python:
@@ -87,7 +87,7 @@ bench: install
 	$(BIN)/python -m eval bench --corpus $(CORPUS)
 
 lint: install-test
-	$(BIN)/ruff check indexer service eval tests
+	$(BIN)/ruff check indexer service eval tests deploy
 
 ## compose-check: validate docker-compose.yml (needs Debian's docker-compose) and deploy/haproxy.cfg (haproxy -c)
 compose-check:
