@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: serve test install install-test system-test-deps index eval eval-url calibrate scifact bench lint compose-check \
-	k8s-check failover-test bench-http clean
+	k8s-check failover-test bench-http worker-memory clean
 
 ## serve: create .venv, install, build the index from corpus/ if there is none (or it is stale), serve on HOST:PORT
 serve: install
@@ -111,6 +111,10 @@ SECONDS ?= 10
 bench-http: install
 	$(BIN)/python -m indexer ensure --corpus $(CORPUS) --out $(INDEX) --no-progress
 	PYTHONPATH=$(CURDIR) $(BIN)/python deploy/bench_http.py --index $(INDEX) --workers $(WORKERS) --seconds $(SECONDS)
+
+## worker-memory: RSS and PSS of every process with 1, 2 and 3 workers (real model and index)
+worker-memory: install
+	PYTHONPATH=$(CURDIR) $(BIN)/python deploy/worker_memory.py --index $(INDEX)
 
 clean:
 	rm -rf $(VENV) $(INDEX) .cache .pytest_cache test-output
