@@ -38,6 +38,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+from proctools import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "failover-drill-token"
@@ -72,12 +73,6 @@ backend replicas
     default-server inter 250ms fastinter 250ms downinter 250ms fall 2 rise 2 on-marked-down shutdown-sessions
 {servers}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_corpus(directory: Path, marker: str) -> Path:
