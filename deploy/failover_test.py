@@ -102,8 +102,9 @@ def run_cli(*args: str, env: dict) -> str:
 
 
 class Replica:
-    def __init__(self, name: str, port: int, index: Path, env: dict, logdir: Path) -> None:
+    def __init__(self, name: str, port: int, index: Path, env: dict, logdir: Path, workers: int = 1) -> None:
         self.name, self.port, self.index, self.env, self.logdir = name, port, index, env, logdir
+        self.workers = workers
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
@@ -114,15 +115,17 @@ class Replica:
     def start(self) -> None:
         self.starts += 1
         env = {**self.env, "HOST": "127.0.0.1", "PORT": str(self.port), "REPORTQA_INDEX_DIR": str(self.index),
-               "REPORTQA_ADMIN_TOKEN": TOKEN, "REPORTQA_WORKERS": "1"}
+               "REPORTQA_ADMIN_TOKEN": TOKEN, "REPORTQA_WORKERS": str(self.workers)}
         log = open(self.logdir / f"{self.name}-{self.starts}.log", "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "service.serve", "--fake-embedder"], cwd=ROOT, env=env,
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
 
     def kill(self) -> None:
+        """SIGKILL to the replica's process group (its own session): the supervisor and every worker die at once,
+        as when a container or a machine dies."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+            os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
 
     def stop(self) -> None:
@@ -149,6 +152,24 @@ async def wait_ready(url: str, timeout: float, proc: subprocess.Popen | None = N
                 pass
             await asyncio.sleep(0.1)
     raise RuntimeError(f"{url}/readyz did not answer 200 within {timeout:.0f} s")
+
+
+async def wait_serving(url: str, version: str, workers: int, timeout: float) -> None:
+    """Until `workers * 4` searches in a row, each on a new connection, are answered from `version`."""
+    deadline = time.monotonic() + timeout
+    streak = 0
+    async with httpx.AsyncClient(timeout=5) as c:
+        while time.monotonic() < deadline:
+            try:
+                r = await c.get(url + "/v1/search", params={"q": MARKER_QUERY, "k": 1, "mode": "lexical"},
+                                headers={"Connection": "close"})
+                streak = streak + 1 if r.status_code == 200 and r.json()["index_version"] == version else 0
+            except httpx.HTTPError:
+                streak = 0
+            if streak >= workers * 4:
+                return
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"{url} did not serve {version} on every worker within {timeout:.0f} s")
 
 
 def haproxy_stats(stats_sock: Path) -> dict[str, dict[str, str]]:
@@ -247,8 +268,8 @@ async def drill(args: argparse.Namespace, work: Path) -> dict:
     b = next(p.name for p in (root / "versions").iterdir() if p.name not in (a,) and not p.name.startswith("."))
     expected = {a: "census-alpha", b: "census-bravo"}
 
-    r1 = Replica("r1", free_port(), root, env, work)
-    r2 = Replica("r2", free_port(), root, env, work)
+    r1 = Replica("r1", free_port(), root, env, work, args.replica_workers)
+    r2 = Replica("r2", free_port(), root, env, work, args.replica_workers)
     lb_port, stats_sock = free_port(), work / "haproxy.sock"
     servers = "\n".join(f"    server {r.name} 127.0.0.1:{r.port} check" for r in (r1, r2))
     cfg = work / "haproxy.cfg"
@@ -304,10 +325,15 @@ async def drill(args: argparse.Namespace, work: Path) -> dict:
         event("CURRENT -> B", cli=out.strip())
         async with httpx.AsyncClient(timeout=30) as c:
             for i, r in enumerate((r1, r2)):
-                resp = await c.post(r.url + "/v1/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
-                if resp.status_code != 200 or resp.json().get("current") != b:
-                    raise RuntimeError(f"reload of {r.name} failed: {resp.status_code} {resp.text[:300]}")
-                event(f"reloaded {r.name}", **resp.json())
+                if r.workers == 1:
+                    resp = await c.post(r.url + "/v1/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+                    if resp.status_code != 200 or resp.json().get("current") != b:
+                        raise RuntimeError(f"reload of {r.name} failed: {resp.status_code} {resp.text[:300]}")
+                    event(f"reloaded {r.name}", **resp.json())
+                else:  # several workers: SIGHUP to the supervisor replaces them one at a time, each loading B
+                    r.proc.send_signal(signal.SIGHUP)
+                    await wait_serving(r.url, b, r.workers, args.start_timeout)
+                    event(f"reloaded {r.name}", how="SIGHUP", current=b)
                 if i == 0:
                     await asyncio.sleep(args.phase_seconds)  # one replica on B, the other on A
 
@@ -355,7 +381,8 @@ async def drill(args: argparse.Namespace, work: Path) -> dict:
         "versions": {"A": a, "B": b}, "versions_seen": seen,
         "phases": {p: dict(c) for p, c in load.by_phase.items()},
         "replicas": {p: dict(c) for p, c in load.replicas_by_phase.items()},
-        "haproxy": lb_stats, "clients": args.clients, "phase_seconds": args.phase_seconds,
+        "haproxy": lb_stats, "replica_workers": args.replica_workers, "clients": args.clients,
+        "phase_seconds": args.phase_seconds,
         "seconds": round(time.monotonic() - t0, 1), "events": events, "problems": problems,
         "ok": not problems,
     }
@@ -366,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=4, help="concurrent closed-loop clients (default 4)")
     p.add_argument("--phase-seconds", type=float, default=4.0, help="seconds of load per phase (default 4)")
     p.add_argument("--max-requests", type=int, default=200_000, help="stop the clients after this many")
+    p.add_argument("--replica-workers", type=int, default=1,
+                   help="REPORTQA_WORKERS of each replica (default 1); with more, the roll is a SIGHUP per replica")
     p.add_argument("--start-timeout", type=float, default=60.0, help="seconds a replica may take to be ready")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, haproxy.cfg)")
     args = p.parse_args(argv)
