@@ -1,7 +1,7 @@
 """Failover drill on loopback: 2 replicas behind Debian's HAProxy, one killed with SIGKILL under load and
 restarted, then a new index version rolled through both replicas one at a time. `make failover-test`.
 
-    python deploy/failover_test.py [--clients 4] [--phase-seconds 4] [--max-requests 200000]
+    python deploy/failover_test.py [--clients 4] [--phase-seconds 4] [--replica-workers 1] [--max-requests 200000]
 
 Steps (each a phase; requests are counted per phase, version and replica):
   1. build an index root with two versions A and B (`python -m indexer build --fake-embedder`, two small
