@@ -143,3 +143,26 @@ def test_eval_cli_rejects_unknown_modes_and_test_calibration():
     assert r.returncode == 2 and "unknown mode" in r.stderr
     r = _run("-m", "eval", "calibrate", "--split", "test")
     assert r.returncode == 2 and "never on test" in r.stderr
+
+
+def test_kubernetes_fallback_render_matches_kubectl():
+    """Without kubectl the check applies the kustomization itself; it must give the same resources."""
+    sys.path.insert(0, str(ROOT / "deploy"))
+    try:
+        import k8s_check
+    finally:
+        sys.path.remove(str(ROOT / "deploy"))
+    mine = k8s_check._render_here(k8s_check.K8S)
+    assert k8s_check.validate(mine) == []
+
+    def key(d):
+        return d["kind"], d["metadata"]["name"], d["metadata"].get("namespace")
+
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed: only the built-in rendering was checked")
+    theirs, how = k8s_check.render()
+    assert how == "kubectl kustomize"
+    assert sorted(map(key, mine)) == sorted(map(key, theirs))
+    images = {d["kind"]: d["spec"]["template"]["spec"]["containers"][0]["image"]
+              for d in mine + theirs if d["kind"] in ("Deployment", "Job")}
+    assert set(images.values()) == {"reportqa:latest"}
