@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from collections.abc import Mapping
 
 import uvicorn
 from fastapi import FastAPI
@@ -29,7 +30,7 @@ WORKERS_ENV = "REPORTQA_WORKERS"
 WORKER_STARTUP_TIMEOUT = 300
 
 
-def workers_from_env(environ: os._Environ | dict | None = None) -> int:
+def workers_from_env(environ: Mapping[str, str] | None = None) -> int:
     environ = os.environ if environ is None else environ
     raw = environ.get(WORKERS_ENV, "1").strip() or "1"
     try:
