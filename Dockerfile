@@ -2,7 +2,7 @@
 FROM python:3.11-slim
 
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
-    HOST=0.0.0.0 PORT=8000 REPORTQA_INDEX_DIR=/data/index
+    HOST=0.0.0.0 PORT=8000 REPORTQA_INDEX_DIR=/data/index REPORTQA_WORKERS=1
 WORKDIR /app
 
 # torch first, CPU build only (a plain `torch` would pull several GB of CUDA libraries)
@@ -18,4 +18,6 @@ COPY corpus corpus
 
 EXPOSE 8000
 VOLUME ["/data"]
-CMD ["sh", "-c", "python -m indexer ensure --corpus corpus --out \"$REPORTQA_INDEX_DIR\" --no-progress && exec python -m service"]
+# alone: build the index if needed, then serve (REPORTQA_WORKERS processes); docker-compose.yml runs the
+# indexer and the api replicas as separate services from this same image
+CMD ["sh", "-c", "python -m indexer ensure --corpus corpus --out \"$REPORTQA_INDEX_DIR\" --no-progress && exec python -m service.serve"]

@@ -13,7 +13,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: serve test install install-test system-test-deps index eval eval-external eval-url calibrate calibrate-packaged scifact bench overload lint compose-check clean
+.PHONY: serve test install install-test system-test-deps index eval eval-external eval-url calibrate \
+	calibrate-packaged scifact bench overload lint compose-check k8s-check failover-test bench-http worker-memory clean
 
 ## serve: create .venv, install, build the index from corpus/ if there is none (or it is stale), export the
 ## ONNX encoder if it is missing, serve on HOST:PORT
@@ -24,7 +25,7 @@ serve: install
 
 ## test: install what the tests need (Python packages, Debian's chromium) and run the whole suite
 test: install-test system-test-deps
-	$(BIN)/ruff check indexer service eval tests
+	$(BIN)/ruff check indexer service eval tests deploy
 	$(BIN)/python -m pytest
 
 $(BIN)/python:
@@ -44,13 +45,15 @@ $(VENV)/.installed-test: $(VENV)/.installed
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
-## system-test-deps: Debian's chromium and chromium-driver (browser tests), docker-compose (compose file check)
+## system-test-deps: Debian's chromium and chromium-driver (browser tests), docker-compose (compose file check),
+## haproxy (the failover drill)
 system-test-deps:
-	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] || ! command -v docker-compose >/dev/null; then \
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ] || ! command -v docker-compose >/dev/null \
+			|| [ ! -x /usr/sbin/haproxy ]; then \
 		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
-			chromium chromium-driver docker-compose >/dev/null; \
+			chromium chromium-driver docker-compose haproxy >/dev/null; \
 	fi
 	@/usr/bin/chromium --version
 
@@ -104,11 +107,34 @@ overload: install
 	$(BIN)/python -m eval.overload
 
 lint: install-test
-	$(BIN)/ruff check indexer service eval tests
+	$(BIN)/ruff check indexer service eval tests deploy
 
-## compose-check: validate docker-compose.yml (needs Debian's docker-compose)
+## compose-check: validate docker-compose.yml (needs Debian's docker-compose) and deploy/haproxy.cfg (haproxy -c)
 compose-check:
 	docker-compose -f docker-compose.yml config -q
+	@if [ -x /usr/sbin/haproxy ]; then /usr/sbin/haproxy -c -q -f deploy/haproxy.cfg && echo "deploy/haproxy.cfg: valid"; \
+	else echo "haproxy not installed: deploy/haproxy.cfg not checked"; fi
+
+## k8s-check: render deploy/k8s with kubectl kustomize and validate it offline (kubernetes-validate)
+k8s-check: install-test
+	$(BIN)/python deploy/k8s_check.py
+
+## failover-test: 2 replicas behind Debian's HAProxy on loopback, one killed with SIGKILL under load and
+## restarted, a new index version rolled through both; one JSON line, exit 1 on any failed request
+failover-test: install system-test-deps
+	PYTHONPATH=$(CURDIR) $(BIN)/python deploy/failover_test.py
+
+## bench-http: this service (WORKERS processes) and ../shared/bench/naive_api.py side by side at 1/8/32
+## clients, new and repeated queries, SECONDS per step; a table and JSON lines
+WORKERS ?= 1
+SECONDS ?= 10
+bench-http: install
+	$(BIN)/python -m indexer ensure --corpus $(CORPUS) --out $(INDEX) --no-progress
+	PYTHONPATH=$(CURDIR) $(BIN)/python deploy/bench_http.py --index $(INDEX) --workers $(WORKERS) --seconds $(SECONDS)
+
+## worker-memory: RSS and PSS of every process with 1, 2 and 3 workers (real model and index)
+worker-memory: install
+	PYTHONPATH=$(CURDIR) $(BIN)/python deploy/worker_memory.py --index $(INDEX)
 
 clean:
 	rm -rf $(VENV) $(INDEX) .cache .pytest_cache test-output

@@ -12,9 +12,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 import signal
 import sys
+import tempfile
 from types import FrameType
 
 import uvicorn
@@ -28,15 +31,23 @@ MAX_HEADER_BYTES = 16 * 1024  # h11: the most bytes of a request line and header
 GIL_SWITCH_INTERVAL_S = 0.001
 
 
-class HeaderDeadlineProtocol(H11Protocol):
-    """uvicorn's h11 protocol with a deadline for each request's headers."""
+@functools.cache
+def _headers_timeout_from_env() -> float:
+    return Settings().headers_timeout_s  # worker processes (spawned) read their settings from the environment
 
-    headers_timeout_s: float = 10.0
+
+class HeaderDeadlineProtocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline for each request's headers (`headers_timeout_s`; None: the
+    REPORTQA_HEADERS_TIMEOUT_S setting, which is what worker processes started by uvicorn's supervisor use,
+    since they get the protocol by its import path)."""
+
+    headers_timeout_s: float | None = None
     _headers_timer: asyncio.TimerHandle | None = None
 
     def _arm(self) -> None:
         self._disarm()
-        self._headers_timer = self.loop.call_later(self.headers_timeout_s, self._headers_timed_out)
+        timeout = self.headers_timeout_s or _headers_timeout_from_env()
+        self._headers_timer = self.loop.call_later(timeout, self._headers_timed_out)
 
     def _disarm(self) -> None:
         if self._headers_timer is not None:
@@ -50,7 +61,7 @@ class HeaderDeadlineProtocol(H11Protocol):
     def _headers_timed_out(self) -> None:
         self._headers_timer = None
         if self._idle() and not self.transport.is_closing():
-            log.debug("closing %s: request headers not complete within %.0f s", self.client, self.headers_timeout_s)
+            log.debug("closing %s: request headers not complete in time", self.client)
             self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -76,16 +87,39 @@ def protocol_class(headers_timeout_s: float) -> type[H11Protocol]:
     return type("HeaderDeadlineProtocol", (HeaderDeadlineProtocol,), {"headers_timeout_s": headers_timeout_s})
 
 
-def uvicorn_config(app: FastAPI, settings: Settings, host: str, port: int) -> uvicorn.Config:
+def uvicorn_config(app: FastAPI | str, settings: Settings, host: str, port: int, workers: int = 1) -> uvicorn.Config:
+    """The server's limits. `app` is the app, or with several workers the import path of an app factory
+    (each worker process builds its own app from the environment)."""
+    multi = workers > 1
     return uvicorn.Config(
-        app, host=host, port=port, log_level="info",
-        http=protocol_class(settings.headers_timeout_s),
+        app, host=host, port=port, log_level="info", factory=multi, workers=workers,
+        http="service.server:HeaderDeadlineProtocol" if multi else protocol_class(settings.headers_timeout_s),
         limit_concurrency=settings.max_connections,
         timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]  # a float works (loop.call_later)
         timeout_graceful_shutdown=settings.graceful_shutdown_s,  # type: ignore[arg-type]
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         server_header=False,
     )
+
+
+def serve_workers(factory: str, settings: Settings, host: str, port: int, workers: int,
+                  startup_timeout_s: float = 300.0) -> int:
+    """Serve with `workers` processes sharing one listening socket (uvicorn's supervisor): each builds its app
+    with `factory` and loads model and index before it accepts. Metrics add up across processes through
+    PROMETHEUS_MULTIPROC_DIR (a fresh temporary directory unless one is given). SIGTERM: the supervisor stops
+    the workers, each finishing its requests; SIGHUP: workers are replaced one at a time (a rolling reload)."""
+    from uvicorn.supervisors import Multiprocess
+
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="reportqa-metrics-")
+    config = uvicorn_config(factory, settings, host, port, workers)
+    config.timeout_worker_healthcheck = int(startup_timeout_s)  # a new worker may take this long to load
+    sock = config.bind_socket()
+    try:
+        Multiprocess(config, sockets=[sock]).run()
+    finally:
+        sock.close()
+    return 0
 
 
 def serve(app: FastAPI, settings: Settings, host: str, port: int) -> int:

@@ -81,11 +81,7 @@ def calibrate_for_tests(root: Path) -> None:
     from indexer.store import load_index
     from service.ask.calibration import PACKAGED, Calibration
 
-    manifest = load_index(root).manifest
-    cal = Calibration.load(PACKAGED)
-    cal.fitted_for = {**cal.fitted_for, "model": manifest["model"]["name"], "chunker": manifest["chunker"],
-                      "index_version": manifest["index_version"]}
-    cal.save(root / "calibration.json")
+    Calibration.load(PACKAGED).relabelled_for(load_index(root).manifest).save(root / "calibration.json")
 
 
 def make_client(index_dir: Path, embedder, **settings):

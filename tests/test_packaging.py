@@ -1,12 +1,14 @@
 """What a newcomer and CI meet: the compose file validates, the CLIs fail cleanly, the README is true."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -18,6 +20,87 @@ def test_docker_compose_file_validates():
     r = subprocess.run([exe, "-f", str(ROOT / "docker-compose.yml"), "config"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "reportqa" in r.stdout and "/readyz" in r.stdout
+    config = yaml.safe_load(r.stdout)
+    services = config["services"]
+    assert set(services) == {"indexer", "api", "lb"}
+    # the indexer job builds a new version into the shared volume; the api replicas mount it read-only
+    assert services["indexer"]["command"][:3] == ["python", "-m", "indexer"]
+    assert "build" in services["indexer"]["command"] and "/data/index" in services["indexer"]["command"]
+    assert services["indexer"]["restart"] == "no"
+    assert any(v.endswith(":/data:rw") or v.endswith(":/data") for v in services["indexer"]["volumes"])
+    assert services["api"]["volumes"] == ["reportqa-index:/data:ro"]
+    assert services["api"]["depends_on"] == {"indexer": {"condition": "service_completed_successfully"}}
+    assert services["api"]["scale"] == 2
+    assert "/readyz" in " ".join(services["api"]["healthcheck"]["test"])
+    assert services["api"]["command"] == ["python", "-m", "service.serve"]
+    # the balancer is the only published port, and starts once a replica is healthy
+    assert services["lb"]["depends_on"] == {"api": {"condition": "service_healthy"}}
+    assert "ports" not in services["api"] and services["lb"]["ports"]
+    assert services["lb"]["build"]["dockerfile"] == "deploy/haproxy.Dockerfile"
+
+
+def test_compose_replica_count_is_a_setting():
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        pytest.fail("docker-compose is missing: `make test` installs Debian's docker-compose")
+    r = subprocess.run([exe, "-f", str(ROOT / "docker-compose.yml"), "config"], capture_output=True, text=True,
+                       env={**os.environ, "API_REPLICAS": "3", "REPORTQA_WORKERS": "2"})
+    assert r.returncode == 0, r.stderr
+    api = yaml.safe_load(r.stdout)["services"]["api"]
+    assert api["scale"] == 3 and api["environment"]["REPORTQA_WORKERS"] == "2"
+
+
+def _haproxy() -> str:
+    exe = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail("haproxy is missing: `make test` (system-test-deps) installs Debian's haproxy")
+        pytest.skip("haproxy is not installed (apt-get install haproxy)")
+    return exe
+
+
+def test_haproxy_config_is_valid_and_checks_readiness(tmp_path):
+    cfg = (ROOT / "deploy" / "haproxy.cfg").read_text()
+    for needle in ("option httpchk GET /readyz", "http-check expect status 200", "retries 3",
+                   "option redispatch", "retry-on all-retryable-errors conn-failure empty-response",
+                   "api:8000 check resolvers docker"):
+        assert needle in cfg, needle
+    # the stats socket's directory exists in the image, not necessarily here
+    local = tmp_path / "haproxy.cfg"
+    local.write_text(cfg.replace("/run/haproxy/admin.sock", str(tmp_path / "admin.sock")))
+    exe = _haproxy()
+    r = subprocess.run([exe, "-c", "-f", str(local)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    broken = tmp_path / "broken.cfg"
+    broken.write_text(cfg.replace("all-retryable-errors", "all-retryable-errorz"))
+    assert subprocess.run([exe, "-c", "-f", str(broken)], capture_output=True, timeout=30).returncode != 0
+
+
+def test_kubernetes_manifests_render_and_validate_offline():
+    sys.path.insert(0, str(ROOT / "deploy"))
+    try:
+        import k8s_check
+    finally:
+        sys.path.remove(str(ROOT / "deploy"))
+    docs, _how = k8s_check.render()
+    by_kind = {d["kind"]: d for d in docs}
+    assert set(by_kind) >= {"Deployment", "Job", "Service", "PersistentVolumeClaim"}
+    assert k8s_check.validate(docs) == []
+    pod = by_kind["Deployment"]["spec"]["template"]["spec"]
+    api = pod["containers"][0]
+    assert by_kind["Deployment"]["spec"]["replicas"] == 2
+    assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert api["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert api["volumeMounts"][0]["readOnly"] is True
+    job = by_kind["Job"]["spec"]["template"]["spec"]["containers"][0]
+    assert job["command"][:4] == ["python", "-m", "indexer", "build"]
+    claim = by_kind["PersistentVolumeClaim"]["metadata"]["name"]
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == claim
+    # the validator does reject a broken manifest
+    bad = [dict(d) for d in docs]
+    dep = next(d for d in bad if d["kind"] == "Deployment")
+    dep["spec"] = {**dep["spec"], "replicas": "two"}
+    assert any("replicas" in e for e in k8s_check.validate(bad))
 
 
 def test_torch_pin_is_where_the_install_reads_it():
@@ -85,3 +168,26 @@ def test_the_wheel_ships_the_packaged_calibration(tmp_path):
     assert "service/answer.py" not in names
     shipped = json.loads(zipfile.ZipFile(wheel).read("service/ask/calibration.json"))
     assert shipped["features"] and shipped["fitted_for"]["model"] and shipped["threshold"] > 0
+
+
+def test_kubernetes_fallback_render_matches_kubectl():
+    """Without kubectl the check applies the kustomization itself; it must give the same resources."""
+    sys.path.insert(0, str(ROOT / "deploy"))
+    try:
+        import k8s_check
+    finally:
+        sys.path.remove(str(ROOT / "deploy"))
+    mine = k8s_check._render_here(k8s_check.K8S)
+    assert k8s_check.validate(mine) == []
+
+    def key(d):
+        return d["kind"], d["metadata"]["name"], d["metadata"].get("namespace")
+
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed: only the built-in rendering was checked")
+    theirs, how = k8s_check.render()
+    assert how == "kubectl kustomize"
+    assert sorted(map(key, mine)) == sorted(map(key, theirs))
+    images = {d["kind"]: d["spec"]["template"]["spec"]["containers"][0]["image"]
+              for d in mine + theirs if d["kind"] in ("Deployment", "Job")}
+    assert set(images.values()) == {"reportqa:latest"}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +90,14 @@ class Calibration:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         tmp.replace(path)
+
+    def relabelled_for(self, manifest: dict) -> Calibration:
+        """This calibration's weights declared fitted for another index's model and chunker. Only for drills
+        and tests on an index built with the fake hashing embedder: its confidences then mean nothing, but
+        /v1/ask answers (the HTTP surface is exercised) instead of refusing with a 503."""
+        fitted_for = {**self.fitted_for, "model": (manifest.get("model") or {}).get("name"),
+                      "chunker": manifest.get("chunker"), "index_version": manifest.get("index_version")}
+        return replace(self, fitted_for=fitted_for)
 
     def verify(self, manifest: dict) -> None:
         """Refuse a calibration fitted for another feature list, embedding model or chunker than the code and
