@@ -84,6 +84,11 @@ def test_two_workers_share_the_port_and_sighup_rolls_them_onto_current(two_versi
             _wait(lambda: c.get(url + "/readyz").status_code == 200, 60, "readiness", proc)
             workers = _wait(lambda: len(_children(proc.pid)) == 2 and _children(proc.pid), 30, "2 workers", proc)
             assert versions() == {a}  # every worker loaded before it accepted: no 503 on the shared socket
+            # metrics add up across the workers (prometheus-client multiprocess mode): one scrape sees them all
+            text = c.get(url + "/metrics", headers={"Connection": "close"}).text
+            searches = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                           if line.startswith("reportqa_requests_total{") and 'route="/v1/search"' in line)
+            assert searches >= 12, text[:2000]
             set_current(root, b)
             proc.send_signal(signal.SIGHUP)  # the supervisor replaces each worker by one loaded with B
             _wait(lambda: versions() == {b}, 60, "both workers serving B", proc)
