@@ -20,4 +20,4 @@ EXPOSE 8000
 VOLUME ["/data"]
 # alone: build the index if needed, then serve (REPORTQA_WORKERS processes); docker-compose.yml runs the
 # indexer and the api replicas as separate services from this same image
-CMD ["sh", "-c", "python -m indexer ensure --corpus corpus --out \"$REPORTQA_INDEX_DIR\" --no-progress && exec python -m service.serve"]
+CMD ["sh", "-c", "python -m indexer ensure --corpus corpus --out \"$REPORTQA_INDEX_DIR\" --no-progress && python -m indexer export-onnx --out \"$REPORTQA_INDEX_DIR\" && exec python -m service"]

@@ -103,6 +103,16 @@ def export_onnx(out_dir: Path, model_dir: Path | None = None, name: str = DEFAUL
     return out_dir
 
 
+def onnx_export_ready(onnx_dir: Path, name: str = DEFAULT_MODEL_NAME) -> bool:
+    """Whether `onnx_dir` holds an export of the model `name` (fp32 and int8)."""
+    onnx_dir = Path(onnx_dir)
+    try:
+        meta = json.loads((onnx_dir / META).read_text())
+    except (OSError, ValueError):
+        return False
+    return meta.get("model") == name and (onnx_dir / FP32).is_file() and (onnx_dir / INT8).is_file()
+
+
 class OnnxEmbedder:
     """all-MiniLM-L6-v2 on ONNX Runtime (fp32, or `int8=True` for the quantized copy)."""
 

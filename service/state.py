@@ -90,6 +90,8 @@ class Resources:
         self.status = "loading"  # loading | ready | error (ready once any version is served)
         self.error: str | None = None  # why it is not ready (start-up)
         self.last_reload: dict | None = None  # the outcome of the last reload, for /v1/admin/versions
+        self.encoder_kind: str | None = None  # torch | onnx | onnx-int8 once the embedder is built (or given)
+        self.encoder_note: str | None = None  # why `auto` fell back to torch
         self.on_reload = on_reload  # told each reload's outcome (True: swapped in), e.g. to count it in /metrics
         self._lock = threading.Lock()
 
@@ -107,7 +109,16 @@ class Resources:
     def _embedder(self) -> Embedder:
         if self.embedder is None:  # once per process; reloads reuse it
             s = self.settings
-            if s.encoder == "torch":
+            kind = s.encoder
+            if kind == "auto":
+                from indexer.onnx_embed import onnx_export_ready
+
+                kind = "onnx" if onnx_export_ready(s.onnx_path(), s.model_name) else "torch"
+                if kind == "torch":
+                    self.encoder_note = (f"no ONNX export at {s.onnx_path()} (python -m indexer export-onnx): "
+                                         "encoding with torch")
+                    log.warning(self.encoder_note)
+            if kind == "torch":
                 torch_encoder = SentenceTransformerEmbedder(s.model_dir, threads=s.torch_threads, name=s.model_name)
                 # one query costs ~12 ms alone and ~6 ms inside a batch: concurrent requests' queries share calls
                 self.embedder = (MicroBatcher(torch_encoder, max_batch=s.batch_max, max_wait_ms=s.batch_wait_ms)
@@ -117,9 +128,10 @@ class Resources:
 
                 try:
                     self.embedder = OnnxEmbedder(s.onnx_path(), s.model_dir, threads=s.torch_threads,
-                                                 name=s.model_name, int8=s.encoder == "onnx-int8")
+                                                 name=s.model_name, int8=kind == "onnx-int8")
                 except OnnxModelMissing as e:
                     raise IndexLoadError(str(e)) from e
+            self.encoder_kind = kind
         return self.embedder
 
     def _build(self, path: Path) -> Snapshot:

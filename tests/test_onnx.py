@@ -52,8 +52,17 @@ def test_service_with_the_onnx_encoder_ranks_like_torch(real_index, real_embedde
             assert ours == ref
 
 
-def test_a_missing_export_is_a_clear_503(real_index, tmp_path):
+def test_a_missing_export_is_a_clear_503_when_onnx_is_asked_for(real_index, tmp_path):
     with make_client(real_index, None, encoder="onnx", onnx_dir=tmp_path / "nothing-here") as c:
         r = c.get("/readyz")
         assert r.status_code == 503
         assert "python -m indexer export-onnx" in r.json()["detail"]
+
+
+def test_auto_uses_the_export_when_there_is_one_and_says_so_when_not(real_index, onnx_dir, tmp_path):
+    with make_client(real_index, None, onnx_dir=onnx_dir) as c:  # encoder=auto, the default
+        assert c.get("/v1/index").json()["encoder"] == {"kind": "onnx", "note": None}
+    with make_client(real_index, None, onnx_dir=tmp_path / "none", batch_wait_ms=0) as c:
+        encoder = c.get("/v1/index").json()["encoder"]
+        assert encoder["kind"] == "torch" and "python -m indexer export-onnx" in encoder["note"]
+        assert c.get("/v1/search", params={"q": "kata containers"}).status_code == 200

@@ -24,7 +24,9 @@ def test_docker_compose_file_validates():
     services = config["services"]
     assert set(services) == {"indexer", "api", "lb"}
     # the indexer job builds a new version into the shared volume; the api replicas mount it read-only
-    assert services["indexer"]["command"][:3] == ["python", "-m", "indexer"]
+    assert services["indexer"]["command"][:2] == ["sh", "-c"]
+    assert "python -m indexer build" in services["indexer"]["command"][2]
+    assert "python -m indexer export-onnx" in services["indexer"]["command"][2]  # the api's ONNX encoder
     assert "build" in services["indexer"]["command"] and "/data/index" in services["indexer"]["command"]
     assert services["indexer"]["restart"] == "no"
     assert any(v.endswith(":/data:rw") or v.endswith(":/data") for v in services["indexer"]["volumes"])
@@ -93,7 +95,8 @@ def test_kubernetes_manifests_render_and_validate_offline():
     assert api["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert api["volumeMounts"][0]["readOnly"] is True
     job = by_kind["Job"]["spec"]["template"]["spec"]["containers"][0]
-    assert job["command"][:4] == ["python", "-m", "indexer", "build"]
+    assert job["command"][:2] == ["sh", "-c"] and "python -m indexer build" in job["command"][2]
+    assert "python -m indexer export-onnx" in job["command"][2]
     claim = by_kind["PersistentVolumeClaim"]["metadata"]["name"]
     assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == claim
     # the validator does reject a broken manifest

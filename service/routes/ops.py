@@ -51,7 +51,7 @@ async def readyz(request: Request):
 
 
 @router.get("/v1/index", summary="What is being served", responses=responses(400, 401, 403, 503))
-async def index_info(res: ReadyDep) -> dict:
+async def index_info(res: ReadyDep, request: Request) -> dict:
     m = res.index.manifest
     return {
         "index_version": m["index_version"],
@@ -62,6 +62,8 @@ async def index_info(res: ReadyDep) -> dict:
         "chunker": m.get("chunker"),
         "lexical": m.get("lexical"),
         "fusion": asdict(res.retriever.fusion),
+        "encoder": {"kind": request.app.state.resources.encoder_kind or "given",
+                    "note": request.app.state.resources.encoder_note},
         "counts": m.get("counts"),
         "chunks": len(res.index.chunks),
         "documents": list(res.index.documents.values()),
