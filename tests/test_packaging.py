@@ -27,7 +27,7 @@ def test_docker_compose_file_validates():
     assert services["indexer"]["command"][:2] == ["sh", "-c"]
     assert "python -m indexer build" in services["indexer"]["command"][2]
     assert "python -m indexer export-onnx" in services["indexer"]["command"][2]  # the api's ONNX encoder
-    assert "build" in services["indexer"]["command"] and "/data/index" in services["indexer"]["command"]
+    assert "--out /data/index" in services["indexer"]["command"][2]
     assert services["indexer"]["restart"] == "no"
     assert any(v.endswith(":/data:rw") or v.endswith(":/data") for v in services["indexer"]["volumes"])
     assert services["api"]["volumes"] == ["reportqa-index:/data:ro"]
