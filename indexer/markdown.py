@@ -44,6 +44,7 @@ _TAG_NAME = re.compile(r"^<\s*/?\s*([A-Za-z][A-Za-z0-9-]*)")
 _HTML_SKIP = re.compile(r"<!--.*?(?:-->|\Z)|<(script|style)\b.*?(?:</\1\s*>|\Z)|<\?.*?(?:\?>|\Z)|<![A-Z].*?(?:>|\Z)",
                         re.I | re.S)
 _HTML_TAG = re.compile(r"</?[A-Za-z][^<>]*>")
+_ANY_TAG = re.compile(r"<!--.*?-->|</?[A-Za-z][^<>]*>", re.S)
 _WORDS = re.compile(r"\S+")
 _SEP_RANK = {"": 0, " ": 1, " | ": 2, "\n": 3}
 
@@ -196,6 +197,11 @@ class _Slugger:
         return f"{base}-{n}"
 
 
+def strip_dropped_tags(s: str) -> str:
+    """`s` without the tags the parser drops (layout, formatting, comments); other markup is kept."""
+    return _ANY_TAG.sub(lambda m: "" if _dropped_tag(m.group(0)) else m.group(0), s)
+
+
 def _dropped_tag(tag: str) -> bool:
     if tag.startswith("<!--"):
         return True
@@ -284,6 +290,8 @@ class _Text:
                 if _dropped_tag(t.content):
                     if t.content[:3].lower() in ("<br", "<p>", "<p "):
                         self.brk(" ")
+                    elif t.content[:4].lower() == "<sup":
+                        self._emit("^", -1, -1)  # 2<sup>30</sup> reads 2^30, not 230
                 else:
                     self.words(t.content)
             elif t.type == "image" or t.type.startswith("footnote_"):
@@ -416,6 +424,51 @@ def _inline_text(children: list[Token]) -> str:
     return " ".join(tb.text().split())
 
 
+def _bold_line(source: str, lines: LineIndex, lo: int, hi: int, markup: str) -> int | None:
+    """The first of source lines lo..hi-1 that is bold and nothing else."""
+    for n in range(lo, hi):
+        line = source[lines.start_of(n) : lines.start_of(n + 1)].strip()
+        if len(line) > 2 * len(markup) and line.startswith(markup) and line.endswith(markup):
+            return n
+    return None
+
+
+def _paragraph_events(source: str, lines: LineIndex, pmap: list[int],
+                      children: list[Token]) -> list[tuple[int, object]]:
+    """A top-level paragraph: its lines that are bold and nothing else are sub-headings, the rest text blocks.
+
+    Token lines are found in the source by their markup (a code span may hide line breaks from the tokens)."""
+    out: list[tuple[int, object]] = []
+    group: list[Token] = []
+    group_line = pmap[0]
+
+    def flush(end_line: int) -> None:
+        if group:
+            lo, hi = lines.start_of(group_line), lines.start_of(end_line)
+            tb = _Text(source, lo, hi)
+            tb.inline(group)
+            b = _make_block(source, lines, lo, hi, tb, "paragraph")
+            if b:
+                out.append((b.char_start, b))
+
+    for line in _lines_of(children):
+        inner = _bold_only(line)
+        n = _bold_line(source, lines, group_line, pmap[1], line[0].markup) if inner is not None else None
+        if n is None:
+            if group:
+                group.append(Token("softbreak", "br", 0))
+            group += line
+            continue
+        flush(n)
+        group = []
+        group_line = n + 1
+        title = _inline_text(inner)
+        if title:
+            out.append((lines.start_of(n), ("heading", title, 7, n + 1)))
+    flush(pmap[1])
+    return out
+
+
 def _events(source: str, lines: LineIndex, tokens: list[Token]) -> tuple[dict, list[tuple[int, object]]]:
     """Front matter, and (source offset, heading tuple | Block) in source order."""
     front: dict = {}
@@ -431,29 +484,7 @@ def _events(source: str, lines: LineIndex, tokens: list[Token]) -> tuple[dict, l
             if title:
                 events.append((lines.start_of(t.map[0]), ("heading", title, int(t.tag[1]), t.map[0] + 1)))
         elif t.type == "paragraph_open" and t.map:
-            children = tokens[i + 1].children or []
-            group: list[Token] = []
-            group_line = t.map[0]
-            for k, line in enumerate(_lines_of(children) + [None]):
-                inner = _bold_only(line) if line is not None else None
-                if line is None or inner is not None:
-                    if group:
-                        tb = _Text(source, lines.start_of(group_line), lines.start_of(t.map[0] + k))
-                        tb.inline(group)
-                        b = _make_block(source, lines, lines.start_of(group_line), lines.start_of(t.map[0] + k),
-                                        tb, "paragraph")
-                        if b:
-                            events.append((b.char_start, b))
-                    group = []
-                    group_line = t.map[0] + k + 1
-                    if inner is not None:
-                        title = _inline_text(inner)
-                        if title:
-                            events.append((lines.start_of(t.map[0] + k), ("heading", title, 7, t.map[0] + k + 1)))
-                else:
-                    if group:
-                        group.append(Token("softbreak", "br", 0))
-                    group += line
+            events += _paragraph_events(source, lines, t.map, tokens[i + 1].children or [])
         elif t.type == "footnote_block_open":
             k = i + 1
             while k < j:
