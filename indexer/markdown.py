@@ -453,7 +453,8 @@ def _paragraph_events(source: str, lines: LineIndex, pmap: list[int],
 
     for line in _lines_of(children):
         inner = _bold_only(line)
-        n = _bold_line(source, lines, group_line, pmap[1], line[0].markup) if inner is not None else None
+        markup = next((t.markup for t in line if t.type == "strong_open"), "")
+        n = _bold_line(source, lines, group_line, pmap[1], markup) if inner is not None and markup else None
         if n is None:
             if group:
                 group.append(Token("softbreak", "br", 0))
