@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from itertools import islice
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from service.deps import MetricsDep, ReadyDep, ResourcesDep
@@ -27,9 +29,23 @@ def readyz(res: ResourcesDep):
     return JSONResponse(body, status_code=503, headers={"Retry-After": "2"})
 
 
-@router.get("/v1/index", summary="What is being served")
-def index_info(res: ReadyDep) -> dict:
+DOCUMENTS_PAGE_DEFAULT = 100
+DOCUMENTS_PAGE_MAX = 1000
+
+
+@router.get("/v1/index", summary="What is being served; the document list is paged (?offset=&limit=)")
+def index_info(
+    res: ReadyDep,
+    offset: Annotated[int, Query(ge=0, description="first document of the page (0-based)")] = 0,
+    limit: Annotated[int, Query(ge=1, le=DOCUMENTS_PAGE_MAX,
+                                description=f"documents per page (1..{DOCUMENTS_PAGE_MAX})")] = DOCUMENTS_PAGE_DEFAULT,
+) -> dict:
+    """`documents` holds one page, in corpus order (by path); `total` counts all documents and `next_offset`
+    is where the next page starts (null on the last page)."""
     m = res.index.manifest
+    documents = res.index.documents
+    page = list(islice(documents.values(), offset, offset + limit))
+    end = offset + len(page)
     return {
         "index_version": m["index_version"],
         "built_at": m["built_at"],
@@ -41,7 +57,11 @@ def index_info(res: ReadyDep) -> dict:
         "fusion": asdict(res.retriever.fusion),
         "counts": m.get("counts"),
         "chunks": len(res.index.chunks),
-        "documents": list(res.index.documents.values()),
+        "documents": page,
+        "total": len(documents),
+        "offset": offset,
+        "limit": limit,
+        "next_offset": end if end < len(documents) else None,
         "warnings": m.get("warnings", []),
     }
 
