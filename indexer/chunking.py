@@ -84,6 +84,35 @@ class DocumentChunks:
     source: str | None = None  # path of the corpus file, relative to the corpus directory
 
 
+class _Paragraphs:
+    """The paragraphs of a document seen so far, for near-duplicate detection (word-set Jaccard).
+
+    An inverted index (word -> paragraphs holding it) counts the words a new paragraph shares with each
+    earlier one, so only paragraphs sharing a word are looked at, instead of comparing with every one."""
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+        self.sizes: list[int] = []
+        self.lines: list[int] = []
+        self.postings: dict[str, list[int]] = {}
+
+    def first_similar(self, words: set[str]) -> int | None:
+        """Line of the earliest paragraph whose Jaccard similarity with `words` is at least the threshold."""
+        shared: dict[int, int] = {}
+        for w in words:
+            for i in self.postings.get(w, ()):
+                shared[i] = shared.get(i, 0) + 1
+        hits = [i for i, n in shared.items() if n / max(1, len(words) + self.sizes[i] - n) >= self.threshold]
+        return self.lines[min(hits)] if hits else None
+
+    def add(self, words: set[str], line: int) -> None:
+        i = len(self.sizes)
+        self.sizes.append(len(words))
+        self.lines.append(line)
+        for w in words:
+            self.postings.setdefault(w, []).append(i)
+
+
 def chunk_id(doc_id: str, heading_path: list[str], text: str) -> str:
     h = hashlib.sha1("\x1f".join([doc_id, " > ".join(heading_path), text]).encode("utf-8"))
     return h.hexdigest()[:16]
@@ -177,7 +206,7 @@ def chunk_markdown(doc_id: str, source: str, counters: Counters, config: Chunkin
     meta = document_metadata(parsed.metadata)
     title = meta["title"] or doc_id
     out = DocumentChunks(doc_id=doc_id, title=title, url=meta["url"], description=meta["description"])
-    seen_paragraphs: list[tuple[set[str], int]] = []
+    seen_paragraphs = _Paragraphs(config.dedup_jaccard)
 
     for s_index, section in enumerate(parsed.sections):
         blocks = [b for b in section.blocks if b.text]
@@ -208,7 +237,7 @@ def _chunk_section(
     s_index: int,
     blocks: list[Block],
     out: DocumentChunks,
-    seen: list[tuple[set[str], int]],
+    seen: _Paragraphs,
     counters: Counters,
     config: ChunkingConfig,
     lines: LineIndex,
@@ -225,17 +254,14 @@ def _chunk_section(
     for bi, block in enumerate(blocks):
         words = word_set(block.text)
         if len(block.text.split()) >= config.dedup_min_words:
-            dup = next(
-                (line for ws, line in seen if len(words & ws) / max(1, len(words | ws)) >= config.dedup_jaccard),
-                None,
-            )
+            dup = seen.first_similar(words)
             if dup is not None:
                 out.warnings.append(
                     f"{doc_id}: paragraph at line {block.line_start} repeats the one at line {dup}; not indexed"
                 )
                 runs.append([])
                 continue
-            seen.append((words, block.line_start))
+            seen.add(words, block.line_start)
         if config.strategy == "paragraph" and runs[-1]:
             runs.append([])
         whole = _Unit(block.char_start, block.char_end, block.text, bi)
