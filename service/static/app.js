@@ -97,7 +97,7 @@
     const meta = el("div", { class: "passage-meta" });
     if (c.url) {
       meta.append(el("a", { href: c.url, target: "_blank", rel: "noopener noreferrer", class: "source" },
-        "Open in the report"));
+        multiDoc ? "Open the source" : "Open in the report"));
       meta.append(" · ");
     }
     meta.append(el("span", { class: "lines" }, `${c.doc_id} · ${lines}`));
