@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from indexer.markdown import Block, Section, document_metadata, parse_markdown, render_block
+from indexer.markdown import Block, LineIndex, Section, document_metadata, parse_markdown
 from indexer.text import sentence_spans, word_set
 
 PLACEHOLDER = re.compile(
@@ -63,11 +63,13 @@ class Counters:
 
 @dataclass
 class _Unit:
-    start: int
+    start: int  # source offsets
     end: int
     text: str
-    block: int  # index of the block it came from; units of one block are joined by a space
+    block: int  # index of the block it came from
     tokens: int = 0
+    ta: int = 0  # where `text` starts in the rendered text of its block
+    sep: str = " "  # what joins it to the unit before it when both come from one block ("\n": a new line)
 
 
 @dataclass
@@ -82,6 +84,35 @@ class DocumentChunks:
     source: str | None = None  # path of the corpus file, relative to the corpus directory
 
 
+class _Paragraphs:
+    """The paragraphs of a document seen so far, for near-duplicate detection (word-set Jaccard).
+
+    An inverted index (word -> paragraphs holding it) counts the words a new paragraph shares with each
+    earlier one, so only paragraphs sharing a word are looked at, instead of comparing with every one."""
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+        self.sizes: list[int] = []
+        self.lines: list[int] = []
+        self.postings: dict[str, list[int]] = {}
+
+    def first_similar(self, words: set[str]) -> int | None:
+        """Line of the earliest paragraph whose Jaccard similarity with `words` is at least the threshold."""
+        shared: dict[int, int] = {}
+        for w in words:
+            for i in self.postings.get(w, ()):
+                shared[i] = shared.get(i, 0) + 1
+        hits = [i for i, n in shared.items() if n / max(1, len(words) + self.sizes[i] - n) >= self.threshold]
+        return self.lines[min(hits)] if hits else None
+
+    def add(self, words: set[str], line: int) -> None:
+        i = len(self.sizes)
+        self.sizes.append(len(words))
+        self.lines.append(line)
+        for w in words:
+            self.postings.setdefault(w, []).append(i)
+
+
 def chunk_id(doc_id: str, heading_path: list[str], text: str) -> str:
     h = hashlib.sha1("\x1f".join([doc_id, " > ".join(heading_path), text]).encode("utf-8"))
     return h.hexdigest()[:16]
@@ -91,33 +122,34 @@ def embed_text_for(heading_path: list[str], text: str) -> str:
     return (" > ".join(heading_path) + "\n" + text) if heading_path else text
 
 
-def _line_of(source: str, offset: int) -> int:
-    return source.count("\n", 0, offset) + 1
-
-
-def _split_block(source: str, block: Block, index: int) -> list[_Unit]:
-    """A block as sentence units (list items and lines count as sentences), in source coordinates."""
+def _split_block(block: Block, index: int) -> list[_Unit]:
+    """A block as sentence units (list items, table rows and lines count as sentences), in source coordinates."""
     units = []
-    for a, b in sentence_spans(block.raw):
-        text = render_block(block.raw[a:b])
-        if text:
-            units.append(_Unit(block.char_start + a, block.char_start + b, text, index))
+    prev = 0
+    for a, b in sentence_spans(block.text):
+        start, end = block.source_span(a, b)
+        units.append(_Unit(start, end, block.text[a:b], index, ta=a,
+                           sep="\n" if "\n" in block.text[prev:a] else " "))
+        prev = b
     return units
 
 
-def _split_words(unit: _Unit, source: str, fits: Callable[[str], bool],
-                 render: Callable[[str], str] = render_block) -> list[_Unit]:
-    """Last resort for a single sentence longer than the model limit: split between words."""
-    raw = source[unit.start : unit.end]
-    words = [(m.start(), m.end()) for m in re.finditer(r"\S+", raw)]
+def _split_words(unit: _Unit, fits: Callable[[str], bool],
+                 to_source: Callable[[int, int], tuple[int, int]]) -> list[_Unit]:
+    """Last resort for a single sentence longer than the model limit: split between words.
+
+    `to_source` maps a span of `unit.text` to source offsets."""
+    text = unit.text
+    words = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
     out: list[_Unit] = []
     i = 0
     while i < len(words):
         j = i + 1
-        while j < len(words) and fits(render(raw[words[i][0] : words[j][1]])):
+        while j < len(words) and fits(text[words[i][0] : words[j][1]]):
             j += 1
         a, b = words[i][0], words[j - 1][1]
-        out.append(_Unit(unit.start + a, unit.start + b, render(raw[a:b]), unit.block))
+        start, end = to_source(a, b)
+        out.append(_Unit(start, end, text[a:b], unit.block, ta=unit.ta + a, sep=unit.sep if not out else " "))
         i = j
     return out
 
@@ -126,8 +158,7 @@ def _join(units: list[_Unit]) -> str:
     parts: list[str] = []
     for i, u in enumerate(units):
         if i and u.block == units[i - 1].block:
-            sep = "\n" if u.text.startswith("- ") or units[i - 1].text.startswith("- ") else " "
-            parts.append(sep + u.text)
+            parts.append(u.sep + u.text)
         else:
             parts.append(("\n\n" if i else "") + u.text)
     return "".join(parts)
@@ -171,10 +202,11 @@ def _is_placeholder(text: str, min_words: int) -> bool:
 def chunk_markdown(doc_id: str, source: str, counters: Counters, config: ChunkingConfig) -> DocumentChunks:
     """Parse a markdown document and cut it into chunks; warnings say what was left out and why."""
     parsed = parse_markdown(source)
+    lines = LineIndex(source)
     meta = document_metadata(parsed.metadata)
     title = meta["title"] or doc_id
     out = DocumentChunks(doc_id=doc_id, title=title, url=meta["url"], description=meta["description"])
-    seen_paragraphs: list[tuple[set[str], int]] = []
+    seen_paragraphs = _Paragraphs(config.dedup_jaccard)
 
     for s_index, section in enumerate(parsed.sections):
         blocks = [b for b in section.blocks if b.text]
@@ -191,7 +223,7 @@ def chunk_markdown(doc_id: str, source: str, counters: Counters, config: Chunkin
             out.warnings.append(f"{doc_id}: section {where} has no real content ({content[:40]!r}); not indexed")
             continue
         out.sections += 1
-        _chunk_section(doc_id, source, section, s_index, blocks, out, seen_paragraphs, counters, config)
+        _chunk_section(doc_id, source, section, s_index, blocks, out, seen_paragraphs, counters, config, lines)
 
     for i, c in enumerate(out.chunks):
         c.ordinal = i
@@ -205,9 +237,10 @@ def _chunk_section(
     s_index: int,
     blocks: list[Block],
     out: DocumentChunks,
-    seen: list[tuple[set[str], int]],
+    seen: _Paragraphs,
     counters: Counters,
     config: ChunkingConfig,
+    lines: LineIndex,
 ) -> None:
     prefix_path = section.heading_path
     embed_path = prefix_path if config.headings_in_embedding else []
@@ -221,17 +254,14 @@ def _chunk_section(
     for bi, block in enumerate(blocks):
         words = word_set(block.text)
         if len(block.text.split()) >= config.dedup_min_words:
-            dup = next(
-                (line for ws, line in seen if len(words & ws) / max(1, len(words | ws)) >= config.dedup_jaccard),
-                None,
-            )
+            dup = seen.first_similar(words)
             if dup is not None:
                 out.warnings.append(
                     f"{doc_id}: paragraph at line {block.line_start} repeats the one at line {dup}; not indexed"
                 )
                 runs.append([])
                 continue
-            seen.append((words, block.line_start))
+            seen.add(words, block.line_start)
         if config.strategy == "paragraph" and runs[-1]:
             runs.append([])
         whole = _Unit(block.char_start, block.char_end, block.text, bi)
@@ -239,11 +269,12 @@ def _chunk_section(
         if whole.tokens <= config.target_tokens and fits_text(whole.text):
             runs[-1].append(whole)
             continue
-        for u in _split_block(source, block, bi):
-            pieces = [u] if fits_text(u.text) else _split_words(u, source, fits_text)
+        for u in _split_block(block, bi):
+            pieces = [u] if fits_text(u.text) else _split_words(
+                u, fits_text, lambda x, y, b=block, ta=u.ta: b.source_span(ta + x, ta + y))
             if len(pieces) > 1:
                 out.warnings.append(
-                    f"{doc_id}: a sentence at line {_line_of(source, u.start)} is longer than the model limit; "
+                    f"{doc_id}: a sentence at line {lines.line_of(u.start)} is longer than the model limit; "
                     "split between words"
                 )
             for p in pieces:
@@ -266,8 +297,8 @@ def _chunk_section(
                     heading_path=list(prefix_path),
                     anchor=section.anchor,
                     url=(f"{out.url}#{section.anchor}" if out.url and section.anchor else out.url),
-                    line_start=_line_of(source, start),
-                    line_end=_line_of(source, end),
+                    line_start=lines.line_of(start),
+                    line_end=lines.line_of(end),
                     char_start=start,
                     char_end=end,
                     text=text,
@@ -302,7 +333,7 @@ def chunk_record(
     units = [_Unit(a, b, text[a:b], 0) for a, b in sentence_spans(text)] or [_Unit(0, len(text), text, 0)]
     expanded: list[_Unit] = []
     for u in units:
-        expanded.extend([u] if fits(u.text) else _split_words(u, text, fits, render=lambda s: s))
+        expanded.extend([u] if fits(u.text) else _split_words(u, fits, lambda x, y, s=u.start: (s + x, s + y)))
     # as few chunks as fit the model, of about equal size (not one full chunk and a scrap)
     for u in expanded:
         u.tokens = counters.pieces(u.text)

@@ -242,3 +242,43 @@ def test_labels_and_roles(page, server):
     assert page.get_by_role("status").count() == 1
     assert page.locator("#error").get_attribute("role") == "alert"
     assert page.get_by_role("radio", name="Ask for an answer").count() == 1
+
+
+def test_document_filter_limits_results_to_one_document(page, server):
+    # the browser index holds two documents (the report and the markup probe): the page offers a filter
+    page.goto(server)
+    page.locator("#doc-filter:not([hidden])").wait_for()
+    options = page.locator("#doc option").all_inner_texts()
+    assert options[0] == "All documents" and len(options) == 3
+    assert any("Markup probe" in o for o in options) and any("2023 Annual Report" in o for o in options)
+    page.fill("#q", "zebra quokka probe OpenInfra Foundation board")
+    page.press("#q", "Enter")
+    page.wait_for_function("document.querySelectorAll('#results .doc').length > 1")
+    assert set(page.locator("#results .doc").all_inner_texts()) == {"Markup probe", "2023 Annual Report"}
+    shot(page, "09-documents-all")
+    page.select_option("#doc", "xss-probe")
+    page.wait_for_function("location.search.includes('doc=xss-probe')")
+    page.wait_for_function("document.querySelector('#status').textContent.includes('passage')")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#results .doc')].every(e => e.textContent === 'Markup probe')")
+    assert page.locator("#results li.result").count() >= 1
+    shot(page, "10-documents-filtered")
+    # the filter comes back from the URL, and searches send it
+    page.goto(f"{server}/?q=zebra+quokka&doc=openinfra-annual-report-2023")
+    page.wait_for_function("document.querySelector('#doc').value === 'openinfra-annual-report-2023'")
+    page.wait_for_function("document.querySelector('#status').textContent.match(/passage|No passages/)")
+    assert "Markup probe" not in page.locator("#results").inner_text()
+    # /v1/ask searches every document: no filter in Ask mode
+    page.check('input[name="mode"][value="ask"]')
+    assert page.locator("#doc-filter").is_hidden()
+
+
+def test_an_index_of_one_document_shows_no_document_filter(page, server):
+    one = ('{"documents": [{"doc_id": "openinfra-annual-report-2023", "title": "2023 Annual Report"}],'
+           ' "total": 1, "offset": 0, "limit": 1000, "next_offset": null}')
+    page.route("**/v1/index**", lambda route: route.fulfill(status=200, content_type="application/json", body=one))
+    page.goto(f"{server}/?q=Kata+Containers")
+    page.locator("#results li.result").first.wait_for()
+    page.wait_for_timeout(500)
+    assert page.locator("#doc-filter").is_hidden()
+    assert page.locator("#results .doc").count() == 0

@@ -91,3 +91,24 @@ def test_jsonl_record_becomes_one_section_document():
     assert out.doc_id == "42" and len(out.chunks) > 1
     assert all(c.line_start == 3 and c.heading_path == ["A title"] for c in out.chunks)
     assert all(counters.pieces(c.embed_text) <= 64 for c in out.chunks)
+
+
+def test_near_duplicate_index_finds_the_same_paragraph_as_comparing_with_every_one():
+    import random
+
+    from indexer.chunking import _Paragraphs
+
+    rng = random.Random(7)
+    vocab = [f"w{i}" for i in range(30)]
+    seen, brute = _Paragraphs(0.5), []
+    found = 0
+    for line in range(1, 400):
+        words = set(rng.sample(vocab, rng.randint(3, 12)))
+        expected = next((ln for ws, ln in brute if len(words & ws) / max(1, len(words | ws)) >= 0.5), None)
+        assert seen.first_similar(words) == expected
+        if expected is None:
+            seen.add(words, line)
+            brute.append((words, line))
+        else:
+            found += 1
+    assert found > 10  # the case was exercised

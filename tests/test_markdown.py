@@ -97,3 +97,100 @@ def test_report_sections(report_text):
     assert anchors == ["large-scale-sig", "large-scale-sig-1"]
     # the bold line repeating its own heading adds no level
     assert ["Global Expansion of OpenInfra User Groups"] * 2 not in [s.heading_path for s in parsed.sections]
+
+
+# -- CommonMark constructs other organizations' reports bring (markdown-it-py) -----------------------------
+
+OTHER = """Annual *review*
+=============
+
+Intro with a footnote[^fn] and a [reference link][ref], &amp; an entity, 2<sup>30</sup> bytes.
+
+Budget
+------
+
+| Item | Cost |
+|------|-----:|
+| Servers | 1,200 |
+| [Travel](https://x.test) | 300 |
+
+1. First step
+   - nested detail
+2. Second step
+
+<div align="center">
+  <img src="logo.png"> Centred <b>caption</b> text
+</div>
+
+<!-- a comment nobody should index -->
+
+> A quoted remark
+> over two lines.
+
+    # indented code, not a heading
+
+Text with a `code span
+over two lines` and more words.
+**Sub heading**
+After the sub heading.
+
+[^fn]: The footnote text, cited where it is written.
+
+[ref]: https://example.test/ref
+"""
+
+
+def test_setext_headings_and_sections():
+    parsed = parse_markdown(OTHER)
+    assert [s.heading_path for s in parsed.sections] == [
+        ["Annual review"], ["Annual review", "Budget"], ["Annual review", "Budget", "Sub heading"]]
+    assert [s.anchor for s in parsed.sections] == ["annual-review", "budget", "sub-heading"]
+
+
+def _texts(section):
+    return [b.text for b in section.blocks]
+
+
+def test_tables_lists_html_quotes_footnotes_render_as_text():
+    intro, budget, sub = parse_markdown(OTHER).sections
+    assert _texts(intro) == ["Intro with a footnote and a reference link, & an entity, 2^30 bytes."]
+    texts = _texts(budget)
+    assert "Item | Cost\nServers | 1,200\nTravel | 300" in texts
+    assert "- First step\n- nested detail\n- Second step" in texts
+    assert "Centred caption text" in texts  # tags dropped, text kept
+    assert not any("comment" in t for t in texts)  # an HTML comment is not text
+    assert "A quoted remark over two lines." in texts
+    assert "# indented code, not a heading" in texts  # code, and no section opened by it
+    assert "Text with a code span over two lines and more words." in texts
+    # the footnote definition is indexed where it is written (under the sub heading), not as a reference
+    assert _texts(sub) == ["After the sub heading.", "The footnote text, cited where it is written."]
+    assert not any("example.test/ref" in t for s in (intro, budget, sub) for t in _texts(s))
+
+
+def test_every_sentence_of_every_block_maps_back_into_its_source_span():
+    import re
+
+    from indexer.text import sentence_spans
+
+    for s in parse_markdown(OTHER).sections:
+        for b in s.blocks:
+            assert OTHER[b.char_start : b.char_end] == b.raw
+            # the paragraph that holds a code span over a line break ends where it ends in the source
+            if b.text.startswith("Text with"):
+                assert b.raw.endswith("and more words.")
+            for a, e in sentence_spans(b.text):
+                lo, hi = b.source_span(a, e)
+                assert b.char_start <= lo < hi <= b.char_end
+                src = "".join(re.findall(r"\w+", OTHER[lo:hi].replace("<sup>", "")))
+                pos = 0
+                for w in re.findall(r"\w+", b.text[a:e]):
+                    pos = src.index(w, pos) + len(w)
+
+
+def test_a_table_row_is_cited_by_its_own_line():
+    budget = parse_markdown(OTHER).sections[1]
+    table = next(b for b in budget.blocks if b.kind == "table")
+    row = table.text.index("Travel")
+    lo, hi = table.source_span(row, len(table.text))
+    assert OTHER[lo:hi] == "[Travel](https://x.test) | 300"
+    assert render_block(OTHER[lo:hi]) == "Travel | 300"

@@ -8,8 +8,10 @@ must answer while the service is busy).
 from __future__ import annotations
 
 from dataclasses import asdict
+from itertools import islice
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
@@ -50,9 +52,25 @@ async def readyz(request: Request):
     return JSONResponse(body, status_code=503, headers={"Retry-After": "2"})
 
 
-@router.get("/v1/index", summary="What is being served", responses=responses(400, 401, 403, 503))
-async def index_info(res: ReadyDep, request: Request) -> dict:
+DOCUMENTS_PAGE_DEFAULT = 100
+DOCUMENTS_PAGE_MAX = 1000
+
+
+@router.get("/v1/index", summary="What is being served; the document list is paged (?offset=&limit=)",
+            responses=responses(400, 401, 403, 422, 503))
+async def index_info(
+    res: ReadyDep,
+    request: Request,
+    offset: Annotated[int, Query(ge=0, le=2**31, description="first document of the page (0-based)")] = 0,
+    limit: Annotated[int, Query(ge=1, le=DOCUMENTS_PAGE_MAX,
+                                description=f"documents per page (1..{DOCUMENTS_PAGE_MAX})")] = DOCUMENTS_PAGE_DEFAULT,
+) -> dict:
+    """`documents` holds one page, in corpus order (by path); `total` counts all documents and `next_offset`
+    is where the next page starts (null on the last page)."""
     m = res.index.manifest
+    documents = res.index.documents
+    page = list(islice(documents.values(), offset, offset + limit))
+    end = offset + len(page)
     return {
         "index_version": m["index_version"],
         "built_at": m["built_at"],
@@ -66,7 +84,11 @@ async def index_info(res: ReadyDep, request: Request) -> dict:
                     "note": request.app.state.resources.encoder_note},
         "counts": m.get("counts"),
         "chunks": len(res.index.chunks),
-        "documents": list(res.index.documents.values()),
+        "documents": page,
+        "total": len(documents),
+        "offset": offset,
+        "limit": limit,
+        "next_offset": end if end < len(documents) else None,
         "warnings": m.get("warnings", []),
         "calibration": res.answerer.describe() if res.answerer is not None else None,
     }

@@ -12,12 +12,18 @@
   const answerEl = $("answer");
   const answerText = $("answer-text");
   const answerMeta = $("answer-meta");
+  const docFilter = $("doc-filter");
+  const docSelect = $("doc");
+  const MAX_DOCUMENTS = 5000;  // the select lists at most this many (GET /v1/index pages of 1000)
 
   let timer = null;
   let seq = 0;            // only the newest request may paint
   let controller = null;  // aborts the request it replaces
   let lastShown = null;   // "mode|query" on screen
   let pendingKey = null;  // "mode|query" of the request in flight
+  let doc = "";           // the document searches are limited to ("" = all); from the URL or the select
+  let lastData = null;    // the response on screen, painted again once document titles are known
+  let multiDoc = false;   // the index holds more than one document: show titles and the filter
 
   function mode() {
     return form.querySelector('input[name="mode"]:checked').value;
@@ -27,6 +33,7 @@
     const radio = form.querySelector(`input[name="mode"][value="${m === "ask" ? "ask" : "search"}"]`);
     radio.checked = true;
     $("go").textContent = m === "ask" ? "Ask" : "Search";
+    docFilter.hidden = !multiDoc || m === "ask";  // /v1/ask searches every document
     $("hint").textContent = m === "ask"
       ? "Press Enter to ask. The answer cites the passages it comes from."
       : "Results appear as you type. ↓ ↑ move through them, Enter opens the source.";
@@ -82,20 +89,21 @@
     const path = (c.heading_path && c.heading_path.length ? c.heading_path : [c.doc_title]).join(" › ");
     const lines = c.line_start === c.line_end ? `line ${c.line_start}` : `lines ${c.line_start}–${c.line_end}`;
     const head = el("div", { class: "passage-head" },
-      el("span", { class: "num", "aria-hidden": "true" }, label),
-      el("span", { class: "path" }, path));
+      el("span", { class: "num", "aria-hidden": "true" }, label));
+    if (multiDoc) head.append(el("span", { class: "doc", title: c.doc_id }, c.doc_title || c.doc_id));
+    head.append(el("span", { class: "path" }, path));
     const body = el("p", { class: "passage-text" });
     body.append(highlighted(r.text, r.highlights));
     const meta = el("div", { class: "passage-meta" });
     if (c.url) {
       meta.append(el("a", { href: c.url, target: "_blank", rel: "noopener noreferrer", class: "source" },
-        "Open in the report"));
+        multiDoc ? "Open the source" : "Open in the report"));
       meta.append(" · ");
     }
     meta.append(el("span", { class: "lines" }, `${c.doc_id} · ${lines}`));
     const li = el("li", {
       class: "result", tabindex: "-1", "data-n": String(r.n || r.rank),
-      "aria-label": `${label} ${path}`,
+      "aria-label": multiDoc ? `${label} ${c.doc_title || c.doc_id}: ${path}` : `${label} ${path}`,
     }, head, body, meta);
     return li;
   }
@@ -145,7 +153,8 @@
   // how: null (from the URL), "replace" (typing) or "push" (Enter, mode change: a history entry)
   async function run(query, m, how) {
     query = query.trim();
-    const key = `${m}|${query}`;
+    const d = m === "ask" ? "" : doc;
+    const key = `${m}|${d}|${query}`;
     if (how) updateUrl(query, m, how);
     if (!query) {
       seq++;
@@ -155,6 +164,7 @@
       showError("");
       setStatus("", false);
       lastShown = key;
+      lastData = null;
       return;
     }
     // nothing new to fetch, unless another query is in flight (it would paint over this one)
@@ -172,8 +182,8 @@
             headers: { "Content-Type": "application/json" },
             body: JSON.stringify({ question: query, k: 5 }),
           })
-        : await fetch(`/v1/search?${new URLSearchParams({ q: query, k: "10", mode: "hybrid" })}`,
-          { signal: controller.signal });
+        : await fetch(`/v1/search?${new URLSearchParams(
+          { q: query, k: "10", mode: "hybrid", ...(d ? { doc_id: d } : {}) })}`, { signal: controller.signal });
       const data = await resp.json().catch(() => ({}));
       if (mine !== seq) return;
       pendingKey = null;
@@ -185,9 +195,11 @@
           ? `The search service is unavailable right now (${resp.status}). Please try again in a moment.`
           : `That query cannot be searched: ${why}`);
         lastShown = null;
+        lastData = null;
         return;
       }
       lastShown = key;
+      lastData = { m, data };
       if (m === "ask") renderAsk(data); else renderSearch(data);
       if (data.index_version) showVersion(data.index_version);
     } catch (err) {
@@ -208,16 +220,19 @@
     const params = new URLSearchParams();
     if (query) params.set("q", query);
     if (m === "ask") params.set("mode", "ask");
+    if (doc) params.set("doc", doc);
     const url = params.toString() ? `/?${params}` : "/";
     if (url === location.pathname + location.search) return;
-    if (how === "replace") history.replaceState({ q: query, mode: m }, "", url);
-    else history.pushState({ q: query, mode: m }, "", url);
+    if (how === "replace") history.replaceState({ q: query, mode: m, doc }, "", url);
+    else history.pushState({ q: query, mode: m, doc }, "", url);
   }
 
   function fromUrl() {
     const p = new URLSearchParams(location.search);
     const q = p.get("q") || "";
     const m = p.get("mode") === "ask" ? "ask" : "search";
+    doc = p.get("doc") || "";
+    selectDoc(doc);
     input.value = q;
     setMode(m);
     run(q, m, null);
@@ -261,9 +276,46 @@
     }
   });
 
+  function selectDoc(id) {
+    if (id && !Array.from(docSelect.options).some((o) => o.value === id)) {
+      docSelect.append(el("option", { value: id }, id));  // from the URL, before (or without) the list
+    }
+    docSelect.value = id;
+  }
+
+  docSelect.addEventListener("change", () => {
+    doc = docSelect.value;
+    if (input.value.trim()) run(input.value, mode(), "push"); else updateUrl("", mode(), "push");
+  });
+
+  // The documents of the index, for the filter (only shown when there is more than one)
+  async function loadDocuments() {
+    const docs = [];
+    let offset = 0;
+    while (offset !== null && docs.length < MAX_DOCUMENTS) {
+      const resp = await fetch(`/v1/index?${new URLSearchParams({ offset: String(offset), limit: "1000" })}`);
+      if (!resp.ok) return;
+      const page = await resp.json();
+      docs.push(...page.documents);
+      if (page.total <= 1) return;
+      offset = page.next_offset;
+    }
+    multiDoc = true;
+    docs.sort((a, b) => (a.title || a.doc_id).localeCompare(b.title || b.doc_id));
+    const current = doc;
+    docSelect.replaceChildren(el("option", { value: "" }, "All documents"),
+      ...docs.map((d) => el("option", { value: d.doc_id, title: d.doc_id },
+        d.title && d.title !== d.doc_id ? `${d.title} (${d.doc_id})` : d.doc_id)));
+    selectDoc(current);
+    setMode(mode());
+    // passages already on screen get their document titles
+    if (lastData && !pendingKey) (lastData.m === "ask" ? renderAsk : renderSearch)(lastData.data);
+  }
+
   window.addEventListener("popstate", fromUrl);
   fetch("/readyz").then((r) => r.json()).then((d) => d.index_version && showVersion(d.index_version))
     .catch(() => {});
   fromUrl();
   input.focus();
+  loadDocuments().catch(() => {});
 })();
