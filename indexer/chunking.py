@@ -118,6 +118,32 @@ def chunk_id(doc_id: str, heading_path: list[str], text: str) -> str:
     return h.hexdigest()[:16]
 
 
+def _fit_path(path: list[str], counters: Counters, budget: int) -> list[str]:
+    """The heading path prepended to a chunk for embedding, within `budget` word pieces so the text always has
+    room: outer headings are dropped first, then the innermost one is cut at a word and marked with "…". Only
+    the embedded context is shortened; the chunk's text and its `heading_path` are kept whole."""
+    path = list(path)
+    while len(path) > 1 and counters.pieces(embed_text_for(path, "")) > budget:
+        path = path[1:]
+    if path and counters.pieces(embed_text_for(path, "")) > budget:
+        words = path[-1].split()
+        while words and counters.pieces(embed_text_for([" ".join(words) + " …"], "")) > budget:
+            words = words[:-1]
+        path = [" ".join(words) + " …"] if words else []
+    return path
+
+
+def _unique_ids(chunks: list[Chunk]) -> None:
+    """The same text twice under one heading (a paragraph repeated word for word, split into two chunks) gets
+    ids that differ by its occurrence; the first keeps the plain hash, so ids stay stable."""
+    seen: dict[str, int] = {}
+    for c in chunks:
+        n = seen.get(c.chunk_id, 0)
+        seen[c.chunk_id] = n + 1
+        if n:
+            c.chunk_id = hashlib.sha1(f"{c.chunk_id}\x1f{n}".encode()).hexdigest()[:16]
+
+
 def embed_text_for(heading_path: list[str], text: str) -> str:
     return (" > ".join(heading_path) + "\n" + text) if heading_path else text
 
@@ -225,6 +251,7 @@ def chunk_markdown(doc_id: str, source: str, counters: Counters, config: Chunkin
         out.sections += 1
         _chunk_section(doc_id, source, section, s_index, blocks, out, seen_paragraphs, counters, config, lines)
 
+    _unique_ids(out.chunks)
     for i, c in enumerate(out.chunks):
         c.ordinal = i
     return out
@@ -243,7 +270,7 @@ def _chunk_section(
     lines: LineIndex,
 ) -> None:
     prefix_path = section.heading_path
-    embed_path = prefix_path if config.headings_in_embedding else []
+    embed_path = _fit_path(prefix_path, counters, config.max_pieces // 2) if config.headings_in_embedding else []
 
     def fits_text(text: str) -> bool:
         return counters.pieces(embed_text_for(embed_path, text)) <= config.max_pieces
@@ -359,6 +386,7 @@ def chunk_record(
                 embed_text=embed_text_for(path, body).replace("\n", " ", 1),
             )
         )
+    _unique_ids(out.chunks)
     for i, c in enumerate(out.chunks):
         c.ordinal = i
     return out

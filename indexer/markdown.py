@@ -213,7 +213,9 @@ class _Text:
     """Rendered text built word by word, each word located in the source (at or after a cursor)."""
 
     def __init__(self, source: str, lo: int, hi: int) -> None:
-        self.src, self.hi, self.cur = source, hi, lo
+        # CommonMark replaces NUL with U+FFFD in what it renders; look the words up in the source the same way
+        # (one character for one: offsets are unchanged)
+        self.src, self.hi, self.cur = source.replace("\x00", "\ufffd"), hi, lo
         self.parts: list[str] = []
         self.n = 0
         self.ts: list[int] = []
@@ -515,10 +517,15 @@ def _events(source: str, lines: LineIndex, tokens: list[Token]) -> tuple[dict, l
     return front, events
 
 
+_LONE_CR = re.compile(r"\r(?!\n)")
+
+
 def parse_markdown(text: str) -> ParsedDocument:
     """Split a markdown document into sections (headings and bold-only lines) holding blocks."""
     lines = LineIndex(text)
-    front, events = _events(text, lines, _parser().parse(text))
+    # a lone CR ends a line for CommonMark but not for our line numbers (and editors differ): read it as a space
+    # (same length, so every offset and line number is the source's)
+    front, events = _events(text, lines, _parser().parse(_LONE_CR.sub(" ", text)))
     slugger = _Slugger()
     preamble = Section(title="", level=0, heading_path=[], anchor="", line=0)
     sections: list[Section] = [preamble]
