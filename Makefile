@@ -12,7 +12,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: serve test install install-test system-test-deps index eval eval-url calibrate scifact bench lint compose-check clean
+.PHONY: serve test install install-test system-test-deps index eval eval-url calibrate scifact bench bench-scale lint compose-check clean
 
 ## serve: create .venv, install, build the index from corpus/ if there is none (or it is stale), serve on HOST:PORT
 serve: install
@@ -82,6 +82,13 @@ scifact: install
 ## bench: index build seconds, search and ask latency percentiles, memory (prints figures)
 bench: install
 	$(BIN)/python -m eval bench --corpus $(CORPUS)
+
+## bench-scale: synthetic corpus of SIZE chunks (SciFact sentences, vectors from their real embeddings), built from
+## vectors, loaded in a fresh process: build/load seconds, RSS, hybrid p50/p99 (filtered too), recall vs exact.
+## SIZE=100000 takes a few minutes; SIZE=1000000 needs ~10 GB of RAM and about half an hour (not in make test).
+SIZE ?= 100000
+bench-scale: install
+	$(BIN)/python -m eval.bench_scale --size $(SIZE) --scifact $(SCIFACT)
 
 lint: install-test
 	$(BIN)/ruff check indexer service eval tests
