@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from indexer.dedup import NearDuplicates, line_index
 from indexer.markdown import Block, Section, document_metadata, parse_markdown, render_block
 from indexer.text import sentence_spans, word_set
 
@@ -92,7 +93,7 @@ def embed_text_for(heading_path: list[str], text: str) -> str:
 
 
 def _line_of(source: str, offset: int) -> int:
-    return source.count("\n", 0, offset) + 1
+    return line_index(source).line_of(offset)  # newline offsets found once per document, then bisect
 
 
 def _split_block(source: str, block: Block, index: int) -> list[_Unit]:
@@ -174,7 +175,7 @@ def chunk_markdown(doc_id: str, source: str, counters: Counters, config: Chunkin
     meta = document_metadata(parsed.metadata)
     title = meta["title"] or doc_id
     out = DocumentChunks(doc_id=doc_id, title=title, url=meta["url"], description=meta["description"])
-    seen_paragraphs: list[tuple[set[str], int]] = []
+    seen_paragraphs = NearDuplicates(config.dedup_jaccard)
 
     for s_index, section in enumerate(parsed.sections):
         blocks = [b for b in section.blocks if b.text]
@@ -205,7 +206,7 @@ def _chunk_section(
     s_index: int,
     blocks: list[Block],
     out: DocumentChunks,
-    seen: list[tuple[set[str], int]],
+    seen: NearDuplicates,
     counters: Counters,
     config: ChunkingConfig,
 ) -> None:
@@ -221,17 +222,14 @@ def _chunk_section(
     for bi, block in enumerate(blocks):
         words = word_set(block.text)
         if len(block.text.split()) >= config.dedup_min_words:
-            dup = next(
-                (line for ws, line in seen if len(words & ws) / max(1, len(words | ws)) >= config.dedup_jaccard),
-                None,
-            )
+            dup = seen.find(words)
             if dup is not None:
                 out.warnings.append(
                     f"{doc_id}: paragraph at line {block.line_start} repeats the one at line {dup}; not indexed"
                 )
                 runs.append([])
                 continue
-            seen.append((words, block.line_start))
+            seen.add(words, block.line_start)
         if config.strategy == "paragraph" and runs[-1]:
             runs.append([])
         whole = _Unit(block.char_start, block.char_end, block.text, bi)
