@@ -116,6 +116,15 @@ class UnknownVersion(IndexNotFound):
     """A version was asked for by name and the index root does not hold it."""
 
 
+def drop_pages(array_or_mmap) -> None:
+    """Let the kernel drop the pages of a read-only memory map from this process (they stay in the page
+    cache): after a whole-file check, resident memory holds only what queries touch."""
+    mm = getattr(array_or_mmap, "_mmap", array_or_mmap)
+    if isinstance(mm, mmap.mmap) and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        with contextlib.suppress(OSError, ValueError):
+            mm.madvise(mmap.MADV_DONTNEED)
+
+
 class ChunkStore(Sequence):
     """The chunk records of chunks.jsonl, row i = line i, parsed when asked for (never all held in memory).
 
@@ -138,6 +147,7 @@ class ChunkStore(Sequence):
         self._starts = np.concatenate([[0], nl[:-1] + 1]).astype(np.int64) if nl.size else nl.astype(np.int64)
         self._ends = nl.astype(np.int64)
         self.size = size
+        drop_pages(self._mm)
 
     def __len__(self) -> int:
         return int(self._ends.size)
@@ -641,6 +651,7 @@ def _check_chunk_records(chunks: ChunkStore, counts: np.ndarray | None) -> None:
         if same and len(c["sentences"]) != int(counts[i]):
             raise IndexLoadError(f"{chunks.path}:{i + 1} lists {len(c['sentences'])} sentences, rows.npz "
                                  f"{int(counts[i])}")
+    drop_pages(chunks._mm)
 
 
 def _check_vectors(what: str, v: np.ndarray, rows: int, dim: int, row_name: str) -> None:
@@ -657,6 +668,7 @@ def _check_vectors(what: str, v: np.ndarray, rows: int, dim: int, row_name: str)
         bad += int((~finite).sum())
         norms = np.linalg.norm(np.where(finite[:, None], block, 0), axis=1)
         off += int((finite & (np.abs(norms - 1.0) > NORM_TOLERANCE)).sum())
+        drop_pages(v)  # a memory-mapped matrix: what was checked need not stay resident
     if bad:
         raise IndexLoadError(f"{what}: {bad} vectors hold NaN or infinite values")
     if off:

@@ -7,7 +7,7 @@ and the reason):
 - below EXACT_MAX_ROWS chunks: `Flat` (IndexFlatIP), exact. A query scans every vector; at 50k × 384 that is
   about 2 ms on one core, and the ranking is exact and deterministic.
 - from EXACT_MAX_ROWS up: `HNSW32,Flat` (a graph over the full-precision vectors), efConstruction 80,
-  efSearch 128 by default. Search cost grows with log(n) rather than n; the vectors stay exact so that
+  efSearch 256 by default. Search cost grows with log(n) rather than n; the vectors stay exact so that
   `fetch` and re-scoring are exact. `python -m bench.scale` measures its top-10 agreement with exact search.
 
 Filtered search (`allowed_rows`): a filter that keeps at most EXACT_SCAN_MAX rows is scored exactly (a
@@ -30,7 +30,7 @@ EXACT_MAX_ROWS = 50_000
 EXACT_SCAN_MAX = 20_000
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
-HNSW_EF_SEARCH = 128
+HNSW_EF_SEARCH = 256
 MAX_EF_SEARCH = 2048
 ADD_BLOCK = 65_536
 

@@ -306,3 +306,16 @@ def test_other_model_reuses_nothing(tmp_path):
 def test_fusion_config_is_shared(fake_index, fake_embedder):
     r = Retriever(load_index(fake_index), fake_embedder, FusionConfig(alpha=0.3))
     assert r.fusion.alpha == 0.3 and len(r.search("board", 3)) == 3
+
+
+def test_build_time_document_frequencies_equal_tokenizing_every_chunk(fake_index, fake_embedder):
+    from collections import Counter
+
+    from indexer.text import STOPWORDS, stem, token_spans
+
+    r = Retriever(load_index(fake_index), fake_embedder)
+    df: Counter[str] = Counter()
+    for c in r.chunks:
+        df.update({stem(t) for _, _, t in token_spans(c["embed_text"]) if t not in STOPWORDS})
+    assert r.doc_freq == dict(df)
+    assert r.common_terms == frozenset(t for t, n in df.items() if n > max(2, 0.4 * len(r.chunks)))
