@@ -144,7 +144,7 @@ def build(size: int, out: Path, scifact: Path, cache: Path) -> dict:
     log.info("generated %d chunks, %d sentence vectors in %.1fs", size, len(sv), gen)
     t0 = time.perf_counter()
     t_lex = time.perf_counter()
-    lexical = build_lexical([lexical_text(c) for c in chunks], bigrams=True)
+    lexical = build_lexical((lexical_text(c) for c in chunks), bigrams=True)
     t_lex = time.perf_counter() - t_lex
     built_at = time.time()
     manifest = {
