@@ -70,7 +70,7 @@ from indexer import __version__
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 2: versions/ + CURRENT; a version directory holds what the flat schema-1 index held
+SCHEMA_VERSION = 3  # 2: versions/ + CURRENT; 3: + rows.npz, catalog.json, dense index type by size
 MANIFEST = "manifest.json"
 CHUNKS = "chunks.jsonl"
 DOCUMENTS = "documents.json"
