@@ -319,3 +319,18 @@ def test_build_time_document_frequencies_equal_tokenizing_every_chunk(fake_index
         df.update({stem(t) for _, _, t in token_spans(c["embed_text"]) if t not in STOPWORDS})
     assert r.doc_freq == dict(df)
     assert r.common_terms == frozenset(t for t, n in df.items() if n > max(2, 0.4 * len(r.chunks)))
+
+
+def test_large_index_sentence_scores_are_lazy_and_equal(fake_index, fake_embedder, monkeypatch):
+    """Above FULL_SENTENCE_SCORES_MAX sentences, sentence_scores() scores a sentence when it is read (the ask
+    code indexes it by sentence_starts[row] + i); the values are those of the full product."""
+    import service.retrieval as retrieval
+
+    r = Retriever(load_index(fake_index), fake_embedder)
+    qv = r.encode_query("members of the board")
+    full = r.sentence_scores(qv)
+    monkeypatch.setattr(retrieval, "FULL_SENTENCE_SCORES_MAX", 0)
+    lazy = r.sentence_scores(qv)
+    assert isinstance(lazy, retrieval.LazySentenceScores) and len(lazy) == len(full)
+    for i in (0, 7, len(full) - 1):
+        assert abs(float(lazy[i]) - float(full[i])) < 1e-5
