@@ -155,6 +155,9 @@ class FaissStore:
         scores, ids = self.index.search(q[None, :], k, params=params)
         ids, scores = ids[0], scores[0]
         ok = ids >= 0
+        if allowed_rows is not None and ok.sum() < k:  # the graph walk ran out inside the filter: never fewer
+            log.info("filtered HNSW search found %d of %d; exact scan of %d rows", ok.sum(), k, allowed_rows.size)
+            return self._exact(q, k, allowed_rows)
         return ids[ok].astype(np.int64), scores[ok]
 
     def _params(self, k: int, allowed_rows: np.ndarray | None):
