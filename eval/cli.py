@@ -13,7 +13,7 @@ from pathlib import Path
 
 from eval.calibrate import MAX_FALSE_ABSTENTION
 from eval.datasets import Dataset, DatasetError, load_dataset, resolve_sections
-from indexer.store import has_index
+from indexer.store import SCHEMA_VERSION, has_index
 
 ALL_MODES = ("lexical", "dense", "hybrid", "naive", "ask")
 DEFAULT_CACHE = Path(".cache/eval")
@@ -35,8 +35,8 @@ def cached_index(corpus: Path, cache: Path, name: str, embedder, config=None) ->
     from indexer.chunking import ChunkingConfig
 
     config = config or ChunkingConfig(max_pieces=embedder.max_pieces)
-    key = _hash_files(corpus_files(corpus)) + "-" + hashlib.sha1(
-        json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:8]
+    key = _hash_files(corpus_files(corpus)) + "-" + hashlib.sha1(  # a new index schema: a new cache entry
+        json.dumps([asdict(config), SCHEMA_VERSION], sort_keys=True).encode()).hexdigest()[:8]
     out = cache / f"{name}-{key}"
     if not has_index(out):
         print(f"building index {out} …", file=sys.stderr)

@@ -18,9 +18,17 @@ from indexer.chunking import (
     chunk_record,
     embed_text_for,
 )
-from indexer.embed import Embedder
+from indexer.embed import Embedder, VectorCache, encode_cached
 from indexer.lexical import build_lexical, lexical_settings
-from indexer.store import DEFAULT_KEEP, index_version, sha256_file, write_version
+from indexer.store import (
+    DEFAULT_KEEP,
+    IndexLoadError,
+    index_version,
+    load_index,
+    resolve,
+    sha256_file,
+    write_version,
+)
 from indexer.text import sentence_spans
 from indexer.tokens import count_tokens
 
@@ -133,6 +141,35 @@ def lexical_text(chunk: dict) -> str:
     return chunk["embed_text"]
 
 
+def sentence_texts_of(chunk: dict) -> list[str]:
+    """What the model embeds for each sentence of a chunk: its heading path and the sentence."""
+    return [embed_text_for(chunk["heading_path"], chunk["text"][a:b]) for a, b in chunk["sentences"]]
+
+
+def previous_vectors(out: Path, embedder: Embedder) -> VectorCache | None:
+    """The chunk and sentence vectors of the version `out`'s CURRENT names, keyed by text, when it was built
+    with this model and loads; None otherwise (everything is embedded)."""
+    try:
+        _, vdir = resolve(Path(out))
+        prev = load_index(vdir, model_name=embedder.name, dim=embedder.dim, verify=False)
+    except IndexLoadError as e:
+        if Path(out).exists():
+            log.info("no vectors reused from %s: %s", out, str(e).split(";")[0])
+        return None
+    cache = VectorCache(embedder.name, embedder.dim)
+    from indexer.vectors import flat_view
+
+    chunk_texts: list[str] = []
+    sent_texts: list[str] = []
+    for c in prev.chunks:
+        chunk_texts.append(c["embed_text"])
+        sent_texts += sentence_texts_of(c)
+    cache.add(chunk_texts, np.array(flat_view(prev.dense)))
+    cache.add(sent_texts, np.asarray(prev.sentence_vectors))
+    cache.source = prev.version
+    return cache
+
+
 def build_index(
     corpus: Path,
     out: Path,
@@ -142,9 +179,13 @@ def build_index(
     batch_size: int = 32,
     keep: int = DEFAULT_KEEP,
     activate: bool = True,
+    reuse: bool = True,
 ) -> BuildSummary:
     """Write a new version under the index root `out` (`out/versions/<version>/`) and, when `activate`,
-    point `out/CURRENT` at it; versions beyond the newest `keep` are pruned (never the current one)."""
+    point `out/CURRENT` at it; versions beyond the newest `keep` are pruned (never the current one).
+
+    With `reuse`, vectors of chunks and sentences whose text is unchanged since the current version (same
+    model) are taken from it instead of embedded again; the manifest's "embedding" says how many."""
     t0 = time.time()
     config = config or ChunkingConfig(max_pieces=embedder.max_pieces)
     if config.max_pieces > embedder.max_pieces:
@@ -164,10 +205,14 @@ def build_index(
     sentence_texts: list[str] = []
     for c in chunks:
         c["sentences"] = sentence_spans(c["text"]) or [(0, len(c["text"]))]
-        sentence_texts += [embed_text_for(c["heading_path"], c["text"][a:b]) for a, b in c["sentences"]]
-    embeddings = embedder.encode([c["embed_text"] for c in chunks] + sentence_texts, batch_size=batch_size,
-                                 progress=progress)
+        sentence_texts += sentence_texts_of(c)
+    cache = previous_vectors(Path(out), embedder) if reuse else None
+    embeddings, reused = encode_cached(embedder, [c["embed_text"] for c in chunks] + sentence_texts, cache,
+                                       batch_size=batch_size, progress=progress)
+    reused_from = cache.source if cache is not None else None
+    del cache
     embeddings, sentence_vectors = embeddings[: len(chunks)], embeddings[len(chunks):]
+    n_reused_chunks, n_reused_sent = int(reused[: len(chunks)].sum()), int(reused[len(chunks):].sum())
     lexical = build_lexical([lexical_text(c) for c in chunks], bigrams=config.lexical_bigrams)
 
     built_at = time.time()
@@ -204,6 +249,12 @@ def build_index(
                    "tokens": total_tokens, "warnings": len(warnings), "truncated_chunks": 0,
                    "max_chunk_pieces": summary.max_chunk_pieces},
         "warnings": warnings,
+        "embedding": {
+            "cache": "reused vectors of unchanged texts (sha256 of the text, same model) from the previous version",
+            "reused_from": reused_from,
+            "chunks": {"reused": n_reused_chunks, "embedded": len(chunks) - n_reused_chunks},
+            "sentences": {"reused": n_reused_sent, "embedded": len(sentence_texts) - n_reused_sent},
+        },
     }
     summary.seconds = time.time() - t0
     manifest["build_seconds"] = round(summary.seconds, 2)

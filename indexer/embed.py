@@ -98,3 +98,58 @@ class FakeEmbedder:
             n = np.linalg.norm(out[i])
             out[i] = out[i] / n if n else out[i]
         return out
+
+
+def text_key(text: str) -> bytes:
+    """The cache key of a text (with the model's name kept beside it): sha256 of its UTF-8 bytes."""
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+class VectorCache:
+    """Vectors a model already gave for texts, keyed by sha256 of the text; for one model only.
+
+    Filled from the previous index version (`indexer.build.previous_vectors`), so that a rebuild embeds only
+    the texts that are new: a changed document's chunks and sentences.
+    """
+
+    def __init__(self, model_name: str, dim: int) -> None:
+        self.model_name = model_name
+        self.dim = dim
+        self._blocks: list[np.ndarray] = []
+        self._where: dict[bytes, tuple[int, int]] = {}
+        self.source: str | None = None
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def add(self, texts: list[str], vectors: np.ndarray) -> None:
+        if vectors.shape != (len(texts), self.dim):
+            raise ValueError(f"{vectors.shape} vectors for {len(texts)} texts of dimension {self.dim}")
+        b = len(self._blocks)
+        self._blocks.append(vectors)
+        for i, t in enumerate(texts):
+            self._where.setdefault(text_key(t), (b, i))
+
+    def get(self, text: str) -> np.ndarray | None:
+        hit = self._where.get(text_key(text))
+        return None if hit is None else self._blocks[hit[0]][hit[1]]
+
+
+def encode_cached(embedder: Embedder, texts: list[str], cache: VectorCache | None, batch_size: int = 32,
+                  progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors for `texts`: from `cache` where it has them (same model), the others embedded in one call in
+    their order. Returns (vectors, reused: a bool per text)."""
+    reused = np.zeros(len(texts), dtype=bool)
+    out = np.zeros((len(texts), embedder.dim), dtype=np.float32)
+    usable = cache is not None and cache.model_name == embedder.name and cache.dim == embedder.dim
+    todo = []
+    for i, t in enumerate(texts):
+        v = cache.get(t) if usable else None
+        if v is None:
+            todo.append(i)
+        else:
+            out[i] = v
+            reused[i] = True
+    if todo:
+        out[todo] = embedder.encode([texts[i] for i in todo], batch_size=batch_size, progress=progress)
+    return out, reused

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -27,9 +28,13 @@ def lexical_settings(bigrams: bool = True) -> dict:
             "analyzer": "regex words, numbers without commas, english stop words, snowball english stemmer"}
 
 
-def build_lexical(texts: list[str], bigrams: bool = True):
+def build_lexical(texts: Iterable[str], bigrams: bool = True):
+    """A BM25 index of `texts` (row i = text i). Texts are turned into term ids one at a time, so a million
+    chunks are held as lists of small ints, not lists of strings."""
+    vocab: dict[str, int] = {}
+    ids = [[vocab.setdefault(term, len(vocab)) for term in (analyze(t, bigrams) or ["\x00"])] for t in texts]
     retriever = _bm25s().BM25(k1=K1, b=B, method="lucene")
-    retriever.index([analyze(t, bigrams) or ["\x00"] for t in texts], show_progress=False)
+    retriever.index((ids, vocab), show_progress=False)
     return retriever
 
 

@@ -17,6 +17,16 @@ A version directory:
     sentences.npy     unit-normalized float32 vectors of every chunk's sentences, in chunk order; each chunk
                       lists its sentence spans (into its text) under "sentences"
     lexical/          bm25s index over analyzed chunk text (row i = chunk i); the files in LEXICAL_FILES
+    rows.npz          per-row arrays computed at build time: chunk_ids (bytes), sentence_counts, and the rows
+                      of every section key (section_rows, concatenated; section_offsets into it)
+    catalog.json      corpus statistics computed at build time: each document's row range [start, end),
+                      the section keys (lower-cased headings at any level and anchors) in the order of
+                      section_offsets, document frequencies of stems (doc_freq), common_terms
+
+The dense index type follows the corpus size (indexer.vectors.index_spec: Flat below 50k chunks, HNSW above);
+the manifest's "dense" records the factory string, its parameters and why. At load only what a query needs
+is held in memory: chunks.jsonl is read a line at a time through a table of line offsets (ChunkStore), and
+sentences.npy is memory-mapped.
 
 Writing (`write_version`): every file goes into `versions/.tmp-*`; each file and directory is fsynced, the
 directory renamed to `versions/<version>` and `versions/` fsynced. Only then is `CURRENT` switched: a
@@ -43,14 +53,15 @@ import fcntl
 import hashlib
 import json
 import logging
+import mmap
 import os
 import re
 import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +70,7 @@ from indexer import __version__
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 2: versions/ + CURRENT; a version directory holds what the flat schema-1 index held
+SCHEMA_VERSION = 3  # 2: versions/ + CURRENT; 3: + rows.npz, catalog.json, dense index type by size
 MANIFEST = "manifest.json"
 CHUNKS = "chunks.jsonl"
 DOCUMENTS = "documents.json"
@@ -68,7 +79,13 @@ SENTENCES = "sentences.npy"
 LEXICAL = "lexical"
 LEXICAL_FILES = ("data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.npy", "params.index.json",
                  "vocab.index.json")
-REQUIRED_FILES = (CHUNKS, DOCUMENTS, DENSE, SENTENCES, *(f"{LEXICAL}/{n}" for n in LEXICAL_FILES))
+CATALOG = "catalog.json"
+ROWS = "rows.npz"
+ROWS_ARRAYS = ("chunk_ids", "sentence_counts", "section_rows", "section_offsets")
+REQUIRED_FILES = (CHUNKS, DOCUMENTS, DENSE, SENTENCES, CATALOG, ROWS, *(f"{LEXICAL}/{n}" for n in LEXICAL_FILES))
+FULL_CHECK_MAX_CHUNKS = 200_000  # up to this many chunks every record is parsed at load; above, a sample
+CHECK_BLOCK = 65_536  # rows of vectors checked at a time (the check never copies a whole matrix)
+COMMON_TERM_SHARE = 0.4  # stems in more than this share of chunks are "common" (not highlighted alone)
 
 CURRENT = "CURRENT"
 VERSIONS = "versions"
@@ -99,15 +116,66 @@ class UnknownVersion(IndexNotFound):
     """A version was asked for by name and the index root does not hold it."""
 
 
+def drop_pages(array_or_mmap) -> None:
+    """Let the kernel drop the pages of a read-only memory map from this process (they stay in the page
+    cache): after a whole-file check, resident memory holds only what queries touch."""
+    mm = getattr(array_or_mmap, "_mmap", array_or_mmap)
+    if isinstance(mm, mmap.mmap) and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        with contextlib.suppress(OSError, ValueError):
+            mm.madvise(mmap.MADV_DONTNEED)
+
+
+class ChunkStore(Sequence):
+    """The chunk records of chunks.jsonl, row i = line i, parsed when asked for (never all held in memory).
+
+    Line offsets are found once by scanning the file for newlines in blocks (no per-chunk Python object).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        with open(self.path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        ends = []
+        block = 1 << 24
+        for a in range(0, size, block):
+            buf = np.frombuffer(self._mm, dtype=np.uint8, count=min(block, size - a), offset=a)
+            ends.append(np.flatnonzero(buf == 10) + a)
+        nl = np.concatenate(ends) if ends else np.zeros(0, np.int64)
+        if size and (not nl.size or nl[-1] != size - 1):
+            nl = np.append(nl, size)  # a last line without its newline
+        self._starts = np.concatenate([[0], nl[:-1] + 1]).astype(np.int64) if nl.size else nl.astype(np.int64)
+        self._ends = nl.astype(np.int64)
+        self.size = size
+        drop_pages(self._mm)
+
+    def __len__(self) -> int:
+        return int(self._ends.size)
+
+    def raw(self, i: int) -> bytes:
+        return self._mm[int(self._starts[i]) : int(self._ends[i])]
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return json.loads(self.raw(i))
+
+
 @dataclass
 class IndexData:
     path: Path  # the version directory
     manifest: dict
-    chunks: list[dict]
+    chunks: ChunkStore  # a sequence of chunk dicts, parsed on access
     documents: dict[str, dict]
     dense: object  # faiss.Index
-    lexical: object  # bm25s.BM25
-    sentence_vectors: np.ndarray  # (n_sentences, dim)
+    lexical: object  # bm25s.BM25 (memory-mapped)
+    sentence_vectors: np.ndarray  # (n_sentences, dim), memory-mapped
+    catalog: dict = field(default_factory=dict)  # catalog.json
+    rows: dict[str, np.ndarray] = field(default_factory=dict)  # rows.npz
 
     @property
     def version(self) -> str:
@@ -231,16 +299,61 @@ def _remove_flat_layout(root: Path) -> None:
     """A schema-1 index lived directly in the root; once versions/ and CURRENT exist its files are dead."""
     if not (root / MANIFEST).is_file():
         return
-    for rel in (MANIFEST, CHUNKS, DOCUMENTS, DENSE, SENTENCES):
+    for rel in (MANIFEST, CHUNKS, DOCUMENTS, DENSE, SENTENCES, CATALOG, ROWS):
         (root / rel).unlink(missing_ok=True)
     if (root / LEXICAL).is_dir():
         shutil.rmtree(root / LEXICAL, ignore_errors=True)
     log.info("removed the old flat-layout index files from %s", root)
 
 
+def section_keys(chunk: dict) -> set[str]:
+    """The keys a section filter matches a chunk by: its anchor and every heading of its path, lower-cased."""
+    keys = {h.lower() for h in chunk.get("heading_path") or []}
+    if chunk.get("anchor"):
+        keys.add(chunk["anchor"])
+    return keys
+
+
+def make_catalog(chunks: Sequence[dict], lexical) -> tuple[dict, dict[str, np.ndarray]]:
+    """(catalog.json, rows.npz) for `chunks` in row order: one pass over the chunks, document frequencies
+    read off the BM25 index (stems, not word pairs: a column's non-zeros are the chunks holding it)."""
+    documents: dict[str, list[int]] = {}
+    sections: dict[str, list[int]] = {}
+    for i, c in enumerate(chunks):
+        span = documents.setdefault(c["doc_id"], [i, i])
+        if span[1] != i:
+            raise ValueError(f"the chunks of document {c['doc_id']!r} are not contiguous (row {i})")
+        span[1] = i + 1
+        for key in section_keys(c):
+            sections.setdefault(key, []).append(i)
+    keys = sorted(sections)
+    lengths = np.array([len(sections[k]) for k in keys], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    section_rows = (np.concatenate([np.asarray(sections[k], dtype=np.int32) for k in keys]) if keys
+                    else np.zeros(0, np.int32))
+    indptr = np.asarray(lexical.scores["indptr"])
+    df_all = np.diff(indptr)
+    doc_freq = {t: int(df_all[j]) for t, j in lexical.vocab_dict.items()
+                if t and "_" not in t and t != "\x00" and j < df_all.size and df_all[j] > 0}
+    limit = max(2, COMMON_TERM_SHARE * len(chunks))
+    catalog = {
+        "documents": documents,
+        "sections": keys,
+        "doc_freq": doc_freq,
+        "common_terms": sorted(t for t, n in doc_freq.items() if n > limit),
+    }
+    rows = {
+        "chunk_ids": np.array([c["chunk_id"].encode() for c in chunks], dtype="S"),
+        "sentence_counts": np.array([len(c["sentences"]) for c in chunks], dtype=np.int32),
+        "section_rows": section_rows,
+        "section_offsets": offsets,
+    }
+    return catalog, rows
+
+
 def write_version(
     root: Path,
-    chunks: list[dict],
+    chunks: Sequence[dict],
     documents: dict[str, dict],
     embeddings: np.ndarray,
     lexical,
@@ -248,11 +361,15 @@ def write_version(
     sentence_vectors: np.ndarray,
     activate: bool = True,
     keep: int = DEFAULT_KEEP,
+    dense_spec: dict | None = None,
 ) -> Path:
     """Write a new version under `root/versions/`, switch CURRENT to it (when `activate`) and prune old
     versions beyond `keep`. Returns the version directory; its name is the manifest's `index_version`
-    (with a `-N` suffix if a version of that name exists already)."""
+    (with a `-N` suffix if a version of that name exists already). The dense index type is chosen by size
+    (`indexer.vectors.index_spec`) unless `dense_spec` gives one."""
     import faiss
+
+    from indexer.vectors import build_dense_index, index_spec
 
     if keep < 1:
         raise ValueError("keep must be at least 1")
@@ -267,12 +384,18 @@ def write_version(
                 for c in chunks:
                     f.write(json.dumps(c, ensure_ascii=False) + "\n")
             (tmp / DOCUMENTS).write_text(json.dumps(documents, ensure_ascii=False, indent=1), encoding="utf-8")
-            index = faiss.IndexFlatIP(embeddings.shape[1])
-            if len(embeddings):
-                index.add(np.ascontiguousarray(embeddings, dtype=np.float32))
+            spec = dense_spec or index_spec(len(embeddings), int(embeddings.shape[1]))
+            t_dense = time.time()
+            index = build_dense_index(embeddings, spec)
             faiss.write_index(index, str(tmp / DENSE))
+            spec = {**spec, "build_seconds": round(time.time() - t_dense, 2)}
+            del index
             np.save(tmp / SENTENCES, np.ascontiguousarray(sentence_vectors, dtype=np.float32))
             lexical.save(str(tmp / LEXICAL), show_progress=False)
+            catalog, rows = make_catalog(chunks, lexical)
+            (tmp / CATALOG).write_text(json.dumps(catalog, ensure_ascii=False), encoding="utf-8")
+            with open(tmp / ROWS, "wb") as f:
+                np.savez(f, **rows)
             missing = [rel for rel in REQUIRED_FILES if not (tmp / rel).is_file()]
             if missing:  # a bm25s release that saves other files: fail the build, never write an unloadable index
                 raise RuntimeError(f"the build did not write {', '.join(missing)}")
@@ -283,6 +406,7 @@ def write_version(
             manifest["package_version"] = __version__
             manifest["files"] = _checksums(tmp)
             manifest.setdefault("counts", {})["chunks"] = len(chunks)
+            manifest["dense"] = spec
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
             os.chmod(tmp, 0o755)  # mkdtemp made it private; the service may run as another user
             _fsync_tree(tmp)
@@ -506,21 +630,28 @@ def _verify_checksums(vdir: Path, manifest: dict, hint: str) -> None:
             raise IndexLoadError(f"index file {p} is missing or does not match its checksum; {hint}")
 
 
-def _read_chunks(path: Path) -> list[dict]:
-    chunks = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                c = json.loads(line)
-            except ValueError as e:
-                raise IndexLoadError(f"{path}:{n} is not valid JSON ({e})") from e
-            if (not isinstance(c, dict) or not isinstance(c.get("text"), str) or not c.get("chunk_id")
-                    or not isinstance(c.get("sentences"), list)):
-                raise IndexLoadError(f"{path}:{n} is not a chunk record (text, chunk_id, sentences)")
-            chunks.append(c)
-    return chunks
+def _check_chunk_records(chunks: ChunkStore, counts: np.ndarray | None) -> None:
+    """Every record (a sample above FULL_CHECK_MAX_CHUNKS) parses, is a chunk, and lists as many sentences
+    as rows.npz says (when `counts` has one per chunk)."""
+    n = len(chunks)
+    rows: Iterator[int] | list[int]
+    if n <= FULL_CHECK_MAX_CHUNKS:
+        rows = range(n)
+    else:
+        rows = sorted({0, n - 1, *np.linspace(0, n - 1, 1000).astype(int).tolist()})
+    same = counts is not None and counts.shape == (n,)
+    for i in rows:
+        try:
+            c = json.loads(chunks.raw(i))
+        except ValueError as e:
+            raise IndexLoadError(f"{chunks.path}:{i + 1} is not valid JSON ({e})") from e
+        if (not isinstance(c, dict) or not isinstance(c.get("text"), str) or not c.get("chunk_id")
+                or not isinstance(c.get("sentences"), list)):
+            raise IndexLoadError(f"{chunks.path}:{i + 1} is not a chunk record (text, chunk_id, sentences)")
+        if same and len(c["sentences"]) != int(counts[i]):
+            raise IndexLoadError(f"{chunks.path}:{i + 1} lists {len(c['sentences'])} sentences, rows.npz "
+                                 f"{int(counts[i])}")
+    drop_pages(chunks._mm)
 
 
 def _check_vectors(what: str, v: np.ndarray, rows: int, dim: int, row_name: str) -> None:
@@ -530,12 +661,57 @@ def _check_vectors(what: str, v: np.ndarray, rows: int, dim: int, row_name: str)
         raise IndexLoadError(f"{what} has {v.shape[1]}-d vectors; the manifest and the model give {dim}")
     if v.shape[0] != rows:
         raise IndexLoadError(f"{what} has {v.shape[0]} vectors for {rows} {row_name}")
-    bad = int((~np.isfinite(v)).any(axis=1).sum())
+    bad = off = 0
+    for a in range(0, rows, CHECK_BLOCK):  # in blocks: a memory-mapped matrix is never copied whole
+        block = np.asarray(v[a : a + CHECK_BLOCK])
+        finite = np.isfinite(block).all(axis=1)
+        bad += int((~finite).sum())
+        norms = np.linalg.norm(np.where(finite[:, None], block, 0), axis=1)
+        off += int((finite & (np.abs(norms - 1.0) > NORM_TOLERANCE)).sum())
+        drop_pages(v)  # a memory-mapped matrix: what was checked need not stay resident
     if bad:
         raise IndexLoadError(f"{what}: {bad} vectors hold NaN or infinite values")
-    off = int((np.abs(np.linalg.norm(v, axis=1) - 1.0) > NORM_TOLERANCE).sum()) if rows else 0
     if off:
         raise IndexLoadError(f"{what}: {off} vectors are not of unit length")
+
+
+def _load_rows(vdir: Path, n_chunks: int) -> tuple[dict, dict[str, np.ndarray]]:
+    """catalog.json and rows.npz, checked against each other and the chunk count."""
+    catalog = json.loads((vdir / CATALOG).read_text(encoding="utf-8"))
+    if (not isinstance(catalog, dict) or not isinstance(catalog.get("documents"), dict)
+            or not isinstance(catalog.get("sections"), list) or not isinstance(catalog.get("doc_freq"), dict)
+            or not isinstance(catalog.get("common_terms"), list)):
+        raise IndexLoadError(f"{vdir / CATALOG} is not a catalog (documents, sections, doc_freq, common_terms)")
+    with np.load(vdir / ROWS, allow_pickle=False) as z:
+        missing = [k for k in ROWS_ARRAYS if k not in z.files]
+        if missing:
+            raise IndexLoadError(f"{vdir / ROWS} lacks {', '.join(missing)}")
+        rows = {k: z[k] for k in ROWS_ARRAYS}
+    if rows["chunk_ids"].shape != (n_chunks,) or rows["sentence_counts"].shape != (n_chunks,):
+        raise IndexLoadError(f"{vdir / ROWS} has {rows['chunk_ids'].shape[0]} chunk ids and "
+                             f"{rows['sentence_counts'].shape[0]} sentence counts for {n_chunks} chunks")
+    if (rows["sentence_counts"] < 1).any():
+        raise IndexLoadError(f"{vdir / ROWS}: a chunk without sentences")
+    spans = sorted(tuple(v) for v in catalog["documents"].values())
+    cover = 0
+    for a, b in spans:
+        if a != cover or b <= a:
+            raise IndexLoadError(f"{vdir / CATALOG}: document row ranges do not tile the {n_chunks} chunks")
+        cover = b
+    if cover != n_chunks:
+        raise IndexLoadError(f"{vdir / CATALOG}: document row ranges cover {cover} of {n_chunks} chunks")
+    off, srows = rows["section_offsets"], rows["section_rows"]
+    if (off.shape != (len(catalog["sections"]) + 1,) or (off.size and (off[0] != 0 or off[-1] != srows.size))
+            or (np.diff(off) < 0).any() or (srows.size and (srows.min() < 0 or srows.max() >= n_chunks))):
+        raise IndexLoadError(f"{vdir / ROWS}: section rows do not match the catalog's sections and chunks")
+    return catalog, rows
+
+
+def _open_lexical(path: Path):
+    """bm25s memory-mapped (the score matrix stays on disk until a query term touches it)."""
+    from indexer.lexical import _bm25s
+
+    return _bm25s().BM25.load(str(path), show_progress=False, verbosity=0, mmap=True)
 
 
 def load_index(path: Path, model_name: str | None = None, dim: int | None = None, verify: bool = True) -> IndexData:
@@ -558,7 +734,7 @@ def _load_version(vdir: Path, root: Path, model_name: str | None, dim: int | Non
                   hint: str) -> IndexData:
     import faiss
 
-    from indexer.lexical import _bm25s
+    from indexer.vectors import flat_view
 
     manifest = _read_manifest(vdir, root)
     check_compatible(manifest, root, model_name, dim)
@@ -571,22 +747,25 @@ def _load_version(vdir: Path, root: Path, model_name: str | None, dim: int | Non
     if verify:
         _verify_checksums(vdir, manifest, hint)
     mdim = manifest["model"]["dim"]
-    chunks = _read_chunks(vdir / CHUNKS)
+    chunks = ChunkStore(vdir / CHUNKS)
+    with np.load(vdir / ROWS, allow_pickle=False) as z:
+        counts = z["sentence_counts"] if "sentence_counts" in z.files else None
+    _check_chunk_records(chunks, counts)
     documents = json.loads((vdir / DOCUMENTS).read_text(encoding="utf-8"))
     if not isinstance(documents, dict):
         raise IndexLoadError(f"{vdir / DOCUMENTS} is not a JSON object")
     dense = faiss.read_index(str(vdir / DENSE))
     if dense.d != mdim:
         raise IndexLoadError(f"{vdir / DENSE} has {dense.d}-d vectors; the manifest gives {mdim}")
-    vectors = dense.reconstruct_n(0, dense.ntotal) if dense.ntotal else np.zeros((0, mdim), np.float32)
-    _check_vectors(str(vdir / DENSE), vectors, len(chunks), mdim, "chunks")
-    sentence_vectors = np.load(vdir / SENTENCES, allow_pickle=False)
-    n_sent = sum(len(c["sentences"]) for c in chunks)
+    _check_vectors(str(vdir / DENSE), flat_view(dense), len(chunks), mdim, "chunks")
+    catalog, rows = _load_rows(vdir, len(chunks))
+    sentence_vectors = np.load(vdir / SENTENCES, allow_pickle=False, mmap_mode="r")
+    n_sent = int(rows["sentence_counts"].sum())
     _check_vectors(str(vdir / SENTENCES), sentence_vectors, n_sent, mdim, "sentences")
-    lexical = _bm25s().BM25.load(str(vdir / LEXICAL), show_progress=False, verbosity=0)
+    lexical = _open_lexical(vdir / LEXICAL)
     scores = getattr(lexical, "scores", None)
     n_docs = scores.get("num_docs") if isinstance(scores, dict) else None
     if n_docs != len(chunks):
         raise IndexLoadError(f"{vdir / LEXICAL} indexes {n_docs} documents for {len(chunks)} chunks")
     return IndexData(path=vdir, manifest=manifest, chunks=chunks, documents=documents, dense=dense,
-                     lexical=lexical, sentence_vectors=sentence_vectors)
+                     lexical=lexical, sentence_vectors=sentence_vectors, catalog=catalog, rows=rows)

@@ -1,13 +1,18 @@
 """Retrieval over a loaded index: dense (cosine), lexical (BM25) and their fusion. No HTTP here.
 
-Scoring is exhaustive (every chunk is scored), which is exact and takes well under a millisecond for
-corpora of tens of thousands of chunks.
+Dense candidates come from the vector store (indexer.vectors: exact Flat for small corpora, HNSW for large
+ones); only the candidates' sentences are re-scored (sentence vectors are memory-mapped). Lexical candidates
+come from BM25 (bm25s, memory-mapped); a lexical-only candidate gets its dense score from vectors fetched by
+row. Every ranking goes through one `topk` (argpartition, then a sort of the survivors; ties by chunk id),
+filters use row ranges and row arrays computed at build time, and chunk records are read for the k results
+only. When the filtered corpus holds at most DENSE_POOL chunks every chunk is a candidate, so the ranking
+is exactly that of scoring every chunk (the report's 39 chunks).
 """
 
 from __future__ import annotations
 
 import threading
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,8 +21,11 @@ from indexer.embed import Embedder
 from indexer.lexical import lexical_scores
 from indexer.store import IndexData
 from indexer.text import STOPWORDS, stem, token_spans
+from indexer.vectors import FaissStore, VectorStore, topk
 
 MODES = ("hybrid", "dense", "lexical")
+DENSE_POOL = 256  # chunk-level nearest neighbours re-scored with their best sentence
+FULL_SENTENCE_SCORES_MAX = 200_000  # sentence_scores() returns a full array up to this many sentences
 
 
 class UnknownFilter(ValueError):
@@ -115,34 +123,52 @@ def highlight_spans(text: str, query: str, common: frozenset[str] = frozenset())
     return spans
 
 
-def document_frequencies(chunks: list[dict]) -> Counter[str]:
-    """In how many chunks (heading path included) each stem occurs; stop words left out."""
-    df: Counter[str] = Counter()
-    for c in chunks:
-        df.update({stem(t) for _, _, t in token_spans(c["embed_text"]) if t not in STOPWORDS})
-    return df
+class LazySentenceScores:
+    """What `Retriever.sentence_scores` returns for a large index: indexable like the full array
+    (`scores[sentence_starts[row] + i]`), each sentence scored when first asked for."""
+
+    def __init__(self, vectors: np.ndarray, query_vec: np.ndarray) -> None:
+        self._v = vectors
+        self._q = query_vec
+        self._memo: dict[int, np.float32] = {}
+
+    def __len__(self) -> int:
+        return int(self._v.shape[0])
+
+    def __getitem__(self, i: int) -> np.float32:
+        i = int(i)
+        s = self._memo.get(i)
+        if s is None:
+            s = self._memo[i] = np.float32(np.asarray(self._v[i]) @ self._q)
+        return s
 
 
 class Retriever:
     def __init__(self, index: IndexData, embedder: Embedder, fusion: FusionConfig | None = None,
-                 cache_size: int = 2048) -> None:
+                 cache_size: int = 2048, store: VectorStore | None = None) -> None:
         self.index = index
         self.embedder = embedder
         self.fusion = fusion or FusionConfig()
-        self.chunks = index.chunks
-        n = index.dense.ntotal
-        self.vectors = index.dense.reconstruct_n(0, n) if n else np.zeros((0, embedder.dim), np.float32)
-        self.ids = np.array([c["chunk_id"] for c in self.chunks])
-        self.sentence_vectors = index.sentence_vectors
-        counts = np.array([len(c["sentences"]) for c in self.chunks], dtype=np.int64)
-        self.sentence_starts = np.concatenate([[0], np.cumsum(counts)[:-1]]) if len(counts) else counts
-        self.doc_ids = {c["doc_id"] for c in self.chunks}
+        self.chunks = index.chunks  # a sequence of chunk dicts, parsed on access
+        self.store: VectorStore = store or FaissStore(index.dense, index.manifest.get("dense"))
+        rows = index.rows
+        self.ids = rows["chunk_ids"]  # bytes, for ties
+        counts = rows["sentence_counts"].astype(np.int64)
+        self.sentence_counts = counts
+        self.sentence_starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if len(counts) \
+            else counts
+        self.sentence_vectors = index.sentence_vectors  # memory-mapped
+        cat = index.catalog
+        self.doc_rows: dict[str, tuple[int, int]] = {d: (int(a), int(b)) for d, (a, b) in cat["documents"].items()}
+        self.doc_ids = set(self.doc_rows)
+        self._section_pos = {k: i for i, k in enumerate(cat["sections"])}
+        self._section_rows = rows["section_rows"]
+        self._section_offsets = rows["section_offsets"]
         self._cache = QueryCache(cache_size)
         self.bigrams = bool(index.manifest.get("lexical", {}).get("bigrams", False))
-        self.doc_freq = document_frequencies(self.chunks)
+        self.doc_freq: dict[str, int] = cat["doc_freq"]  # stem -> chunks holding it (computed at build time)
         # stems in more than 40% of the chunks are never highlighted on their own merit
-        limit = max(2, 0.4 * len(self.chunks))
-        self.common_terms = frozenset(t for t, n in self.doc_freq.items() if n > limit)
+        self.common_terms = frozenset(cat["common_terms"])
 
     def clear_cache(self) -> None:
         self._cache = QueryCache(self._cache.size)
@@ -163,110 +189,137 @@ class Retriever:
             self._cache.put(key, v)
         return v
 
-    def filter_mask(self, doc_id: str | None = None, section: str | None = None) -> np.ndarray | None:
-        """Boolean mask of the chunks a filter keeps (None: no filter). Unknown values raise UnknownFilter."""
+    def allowed_rows(self, doc_id: str | None = None, section: str | None = None) -> np.ndarray | None:
+        """The sorted rows a filter keeps (None: no filter). Unknown values raise UnknownFilter."""
         if not doc_id and not section:
             return None
-        mask = np.ones(len(self.chunks), dtype=bool)
-        if doc_id:
-            if doc_id not in self.doc_ids:
-                raise UnknownFilter("doc_id", f"unknown doc_id {doc_id!r}; GET /v1/index lists the documents")
-            mask &= np.array([c["doc_id"] == doc_id for c in self.chunks])
+        rows: np.ndarray | None = None
         if section:
             s = section.strip().lower().lstrip("#")
-            sec = np.array(
-                [s == c["anchor"] or any(s == h.lower() for h in c["heading_path"]) for c in self.chunks]
-            )
-            if not sec.any():
+            pos = self._section_pos.get(s)
+            if pos is None:
                 raise UnknownFilter(
                     "section", f"unknown section {section!r}: give a heading (any level of heading_path) or an anchor"
                 )
-            mask &= sec
-        return mask
+            rows = self._section_rows[self._section_offsets[pos] : self._section_offsets[pos + 1]].astype(np.int64)
+        if doc_id:
+            span = self.doc_rows.get(doc_id)
+            if span is None:
+                raise UnknownFilter("doc_id", f"unknown doc_id {doc_id!r}; GET /v1/index lists the documents")
+            a, b = span
+            if rows is None:
+                rows = np.arange(a, b, dtype=np.int64)
+            else:
+                rows = rows[np.searchsorted(rows, a) : np.searchsorted(rows, b)]
+        return rows
 
-    def sentence_scores(self, query_vec: np.ndarray) -> np.ndarray:
-        """Cosine of the query with every sentence of every chunk, in chunk order."""
-        return self.sentence_vectors @ query_vec.astype(np.float32)
+    def _sentence_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(sentence rows of the chunks `rows`, in order; where each chunk's sentences begin in that list)."""
+        counts = self.sentence_counts[rows]
+        off = np.cumsum(counts) - counts
+        idx = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(off, counts) + np.repeat(
+            self.sentence_starts[rows], counts)
+        return idx, off
 
-    def dense_scores(self, query_vec: np.ndarray) -> np.ndarray:
-        """Chunk-level cosine blended with the best sentence of the chunk (multi-vector)."""
+    def sentence_scores_for(self, rows, query_vec: np.ndarray) -> dict[int, np.ndarray]:
+        """Cosine of the query with each sentence of the chunks `rows`: {row: scores in sentence order}."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size == 0:
+            return {}
+        idx, off = self._sentence_rows(rows)
+        scores = np.asarray(self.sentence_vectors[idx]) @ query_vec.astype(np.float32)
+        return {int(r): scores[o : o + int(c)] for r, o, c in zip(rows, off, self.sentence_counts[rows], strict=True)}
+
+    def sentence_scores(self, query_vec: np.ndarray):
+        """Cosine of the query with every sentence of every chunk, in chunk order (index it with
+        `sentence_starts[row] + i`). Above FULL_SENTENCE_SCORES_MAX sentences a lazy equivalent that scores
+        a sentence when it is read; prefer sentence_scores_for(rows, query_vec)."""
         q = query_vec.astype(np.float32)
-        chunk = self.vectors @ q
+        if self.sentence_vectors.shape[0] <= FULL_SENTENCE_SCORES_MAX:
+            return np.asarray(self.sentence_vectors) @ q
+        return LazySentenceScores(self.sentence_vectors, q)
+
+    def dense_scores_for(self, rows: np.ndarray, query_vec: np.ndarray) -> np.ndarray:
+        """Chunk-level cosine blended with the best sentence of the chunk (multi-vector), for `rows`."""
+        q = query_vec.astype(np.float32)
+        rows = np.asarray(rows, dtype=np.int64)
+        chunk = self.store.fetch(rows) @ q
         w = self.fusion.sentence_weight
         if w <= 0 or not len(chunk):
             return chunk
-        best_sentence = np.maximum.reduceat(self.sentence_scores(q), self.sentence_starts)
-        return (1 - w) * chunk + w * best_sentence
+        idx, off = self._sentence_rows(rows)
+        best = np.maximum.reduceat(np.asarray(self.sentence_vectors[idx]) @ q, off)
+        return (1 - w) * chunk + w * best
 
     def lexical_scores(self, query: str) -> np.ndarray:
         s = lexical_scores(self.index.lexical, query, self.bigrams)
         return s if s.size else np.zeros(len(self.chunks), dtype=np.float32)
 
-    # -- search -------------------------------------------------------------------------------------
-    def score_all(self, query: str, mode: str = "hybrid", query_vec: np.ndarray | None = None,
-                  mask: np.ndarray | None = None, lexical: np.ndarray | None = None
-                  ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-        """(fused score, dense score or None in lexical mode, lexical score) for every chunk.
-
-        The fused score is -inf where the mask excludes a chunk.
-        """
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
-        n = len(self.chunks)
-        lex = lexical if lexical is not None else self.lexical_scores(query)
-        dense = None
-        if mode != "lexical" or query_vec is not None:
-            dense = self.dense_scores(query_vec if query_vec is not None else self.encode_query(query))
-        allowed = mask if mask is not None else np.ones(n, dtype=bool)
-        if mode == "dense":
-            fused = dense.astype(np.float64)
-        elif mode == "lexical":
-            fused = lex.astype(np.float64)
+    def _dense_pool(self, q: np.ndarray, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, blended dense scores) of the dense candidates: every allowed chunk when there are at most
+        DENSE_POOL of them (exact), else the store's DENSE_POOL nearest by chunk vector."""
+        n_allowed = self.store.ntotal if allowed is None else int(allowed.size)
+        if n_allowed <= DENSE_POOL:
+            rows = np.arange(self.store.ntotal, dtype=np.int64) if allowed is None else allowed
         else:
-            fused = self._fuse(dense, lex, allowed)
-        fused = np.where(allowed, fused, -np.inf)
-        return fused, dense, lex
+            rows, _ = self.store.search(q, DENSE_POOL, allowed)
+            rows = np.sort(rows)
+        return rows, self.dense_scores_for(rows, q)
 
-    def _fuse(self, dense: np.ndarray, lex: np.ndarray, allowed: np.ndarray) -> np.ndarray:
-        f = self.fusion
-        idx = np.flatnonzero(allowed)
-        fused = np.full(len(dense), -np.inf)
-        if idx.size == 0:
-            return fused
-        n = min(f.candidates, idx.size)
-        top_d = idx[np.argsort(-dense[idx], kind="stable")[:n]]
-        lex_pos = idx[lex[idx] > 0]
-        top_l = lex_pos[np.argsort(-lex[lex_pos], kind="stable")[:n]]
-        cand = np.union1d(top_d, top_l)
-        if f.method == "rrf":
-            rank_d = {int(i): r for r, i in enumerate(top_d)}
-            rank_l = {int(i): r for r, i in enumerate(top_l)}
-            for i in cand:
-                s = 0.0
-                if int(i) in rank_d:
-                    s += 1.0 / (f.rrf_k + rank_d[int(i)] + 1)
-                if int(i) in rank_l:
-                    s += 1.0 / (f.rrf_k + rank_l[int(i)] + 1)
-                fused[i] = s
-            return fused
-        d = _minmax(dense[cand].astype(np.float64))
-        lx = lex[cand].astype(np.float64)
-        l_norm = _minmax(lx) if lx.max() > 0 else np.zeros_like(lx)
-        fused[cand] = f.alpha * d + (1 - f.alpha) * l_norm
-        return fused
-
+    # -- search -------------------------------------------------------------------------------------
     def search(self, query: str, k: int = 10, mode: str = "hybrid", doc_id: str | None = None,
                section: str | None = None, query_vec: np.ndarray | None = None,
                lexical: np.ndarray | None = None) -> list[Hit]:
         """The k best chunks. `query_vec` and `lexical` (BM25 scores) may be passed when already computed."""
-        mask = self.filter_mask(doc_id, section)
-        fused, dense, lex = self.score_all(query, mode, query_vec, mask, lexical)
-        finite = np.flatnonzero(np.isfinite(fused))
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+        allowed = self.allowed_rows(doc_id, section)
+        lex = lexical if lexical is not None else self.lexical_scores(query)
         if mode == "lexical":
-            finite = finite[lex[finite] > 0]  # a lexical search returns only chunks that share a term
-        elif mode == "hybrid" and dense is not None:
-            keep = (lex[finite] > 0) | (dense[finite] >= self.fusion.min_dense_without_terms)
-            finite = finite[keep]
-        order = sorted(finite.tolist(), key=lambda i: (-fused[i], self.ids[i]))[:k]
-        return [Hit(i, self.chunks[i], float(fused[i]), None if dense is None else float(dense[i]), float(lex[i]))
-                for i in order]
+            rows = np.flatnonzero(lex > 0) if allowed is None else allowed[lex[allowed] > 0]
+            top = rows[topk(lex[rows].astype(np.float64), k, self.ids[rows])]
+            dense = None if query_vec is None else self.dense_scores_for(top, query_vec)
+            return [Hit(int(i), self.chunks[int(i)], float(lex[i]), None if dense is None else float(dense[j]),
+                        float(lex[i])) for j, i in enumerate(top)]
+        q = query_vec if query_vec is not None else self.encode_query(query)
+        pool, pool_dense = self._dense_pool(q, allowed)
+        if mode == "dense":
+            pos = topk(pool_dense.astype(np.float64), k, self.ids[pool])
+            return [Hit(int(pool[p]), self.chunks[int(pool[p])], float(pool_dense[p]), float(pool_dense[p]),
+                        float(lex[pool[p]])) for p in pos]
+        cand, fused, dense = self._fuse(q, pool, pool_dense, lex, allowed)
+        keep = (lex[cand] > 0) | (dense >= self.fusion.min_dense_without_terms)
+        cand, fused, dense = cand[keep], fused[keep], dense[keep]
+        pos = topk(fused, k, self.ids[cand])
+        return [Hit(int(cand[p]), self.chunks[int(cand[p])], float(fused[p]), float(dense[p]), float(lex[cand[p]]))
+                for p in pos]
+
+    def _fuse(self, q: np.ndarray, pool: np.ndarray, pool_dense: np.ndarray, lex: np.ndarray,
+              allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(candidate rows, fused scores, dense scores): the union of each retriever's top `candidates`."""
+        f = self.fusion
+        n = f.candidates
+        top_d = pool[topk(pool_dense, n)]  # ties by row, as a stable sort would
+        lex_pos = np.flatnonzero(lex > 0) if allowed is None else allowed[lex[allowed] > 0]
+        top_l = lex_pos[topk(lex[lex_pos], n)]
+        cand = np.union1d(top_d, top_l)
+        if cand.size == 0:
+            return cand, np.zeros(0), np.zeros(0, np.float32)
+        dense = np.empty(cand.size, dtype=pool_dense.dtype)
+        at = np.searchsorted(pool, cand)
+        at_ok = np.minimum(at, max(0, pool.size - 1))
+        in_pool = (pool.size > 0) & (pool[at_ok] == cand) if pool.size else np.zeros(cand.size, bool)
+        dense[in_pool] = pool_dense[at_ok[in_pool]]
+        if (~in_pool).any():  # lexical-only candidates: their vectors fetched by row
+            dense[~in_pool] = self.dense_scores_for(cand[~in_pool], q)
+        if f.method == "rrf":
+            rank_d = {int(i): r for r, i in enumerate(top_d)}
+            rank_l = {int(i): r for r, i in enumerate(top_l)}
+            fused = np.array([(1.0 / (f.rrf_k + rank_d[int(i)] + 1) if int(i) in rank_d else 0.0)
+                              + (1.0 / (f.rrf_k + rank_l[int(i)] + 1) if int(i) in rank_l else 0.0)
+                              for i in cand])
+            return cand, fused, dense
+        d = _minmax(dense.astype(np.float64))
+        lx = lex[cand].astype(np.float64)
+        l_norm = _minmax(lx) if lx.max() > 0 else np.zeros_like(lx)
+        return cand, f.alpha * d + (1 - f.alpha) * l_norm, dense

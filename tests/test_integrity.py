@@ -89,6 +89,27 @@ def _lexical_of_other_texts(vdir: Path) -> None:
     _resign(vdir)
 
 
+def _catalog(vdir: Path, edit: Callable[[dict], None]) -> None:
+    p = vdir / "catalog.json"
+    c = json.loads(p.read_text())
+    edit(c)
+    p.write_text(json.dumps(c))
+
+
+def _rows(vdir: Path, edit: Callable[[dict], None]) -> None:
+    p = vdir / "rows.npz"
+    with np.load(p) as z:
+        rows = {k: z[k] for k in z.files}
+    edit(rows)
+    with open(p, "wb") as f:
+        np.savez(f, **rows)
+
+
+def _shift_first_document(c: dict) -> None:
+    doc = next(iter(c["documents"]))
+    c["documents"][doc][0] += 1
+
+
 def _symlink_loop(vdir: Path) -> None:
     (vdir / "manifest.json").unlink()
     os.symlink("manifest.json", vdir / "manifest.json")  # reading it: ELOOP, an unreadable file
@@ -132,11 +153,11 @@ VARIANTS = [
     V("manifest-digest-edited", lambda r, d: _manifest(d, lambda m: m["files"].__setitem__("sentences.npy", "0" * 64)),
       r"sentences\.npy is missing or does not match"),
     V("manifest-missing", lambda r, d: (d / "manifest.json").unlink(), r"has no manifest\.json"),
-    V("manifest-not-json", lambda r, d: (d / "manifest.json").write_text("{\"schema_version\": 2,"),
+    V("manifest-not-json", lambda r, d: (d / "manifest.json").write_text("{\"schema_version\": 3,"),
       r"manifest\.json is not valid JSON"),
     V("manifest-unreadable-symlink-loop", lambda r, d: _symlink_loop(d), r"cannot read .*manifest\.json"),
     V("manifest-schema", lambda r, d: _manifest(d, lambda m: m.__setitem__("schema_version", 1)),
-      r"schema version 1, this service reads version 2"),
+      r"schema version 1, this service reads version 3"),
     V("manifest-model", lambda r, d: _manifest(d, lambda m: m["model"].__setitem__("name", "other-model")),
       r"built with the model 'other-model'"),
     V("manifest-dim", lambda r, d: _manifest(d, lambda m: m["model"].__setitem__("dim", 32)),
@@ -167,6 +188,24 @@ VARIANTS = [
       r"cannot be read \(", verify=False),
     V("lexical-of-other-texts-resigned", lambda r, d: _lexical_of_other_texts(d),
       r"failed a probe: probe query .* found 0 passages in lexical mode"),
+    V("catalog-missing", lambda r, d: (d / "catalog.json").unlink(), r"incomplete: catalog\.json missing"),
+    V("catalog-edited", lambda r, d: _catalog(d, lambda c: c["doc_freq"].clear()),
+      r"catalog\.json is missing or does not match"),
+    V("catalog-garbage-unverified", lambda r, d: (d / "catalog.json").write_text("[1"), r"cannot be read \(",
+      verify=False),
+    V("catalog-document-rows-unverified", lambda r, d: _catalog(d, _shift_first_document),
+      r"catalog\.json: document row ranges", verify=False),
+    V("rows-missing", lambda r, d: (d / "rows.npz").unlink(), r"incomplete: rows\.npz missing"),
+    V("rows-bit-flipped", lambda r, d: _flip(d / "rows.npz"), r"rows\.npz is missing or does not match"),
+    V("rows-chunk-id-dropped-unverified",
+      lambda r, d: _rows(d, lambda z: z.__setitem__("chunk_ids", z["chunk_ids"][:-1])),
+      r"rows\.npz has \d+ chunk ids", verify=False),
+    V("rows-sentence-count-wrong-unverified",
+      lambda r, d: _rows(d, lambda z: z["sentence_counts"].__setitem__(0, z["sentence_counts"][0] + 1)),
+      r"chunks\.jsonl:1 lists \d+ sentences, rows\.npz", verify=False),
+    V("rows-section-out-of-range-unverified",
+      lambda r, d: _rows(d, lambda z: z["section_rows"].__setitem__(0, 10**6)),
+      r"rows\.npz: section rows do not match", verify=False),
     V("unreadable-directory", lambda r, d: _unreadable_dir(d), r"(Permission denied|cannot read)"),
     V("current-names-missing-version", lambda r, d: set_current(r, "2020-01-01T00-00-00Z-000000"),
       r"names version '2020-01-01T00-00-00Z-000000', which is not in", points_current=False),

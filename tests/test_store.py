@@ -12,7 +12,7 @@ from tests.conftest import CORPUS
 
 def test_manifest_records_what_was_built(fake_index):
     m = read_manifest(fake_index)
-    assert m["schema_version"] == 2 and m["package_version"]
+    assert m["schema_version"] == 3 and m["package_version"]
     assert m["model"]["name"] == "fake-hash-embedder" and m["model"]["dim"] == 64
     assert m["chunker"]["target_tokens"] > 0 and m["chunker"]["max_pieces"] == 256
     assert m["counts"]["truncated_chunks"] == 0
