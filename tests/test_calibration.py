@@ -15,6 +15,7 @@ from service.ask.calibration import (
     load_calibration,
 )
 from service.ask.features import REGISTRY, feature, feature_names, feature_signs
+from tests.conftest import needs_external
 
 MANIFEST = {"index_version": "v1", "model": {"name": DEFAULT_MODEL_NAME},
             "chunker": {"target_tokens": 170, "strategy": "section"}}
@@ -111,6 +112,7 @@ def test_feature_registry():
 
 
 @pytest.mark.slow
+@needs_external
 def test_calibrate_fits_on_two_authors_and_writes_an_artefact_the_service_accepts(tmp_path, real_index, real_embedder):
     """A small fit (30 questions of each set) end to end: public functions only, its own answerer."""
     from eval.calibrate import calibrate, index_fingerprint

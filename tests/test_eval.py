@@ -16,6 +16,7 @@ from eval.datasets import (
 )
 from eval.runner import evaluate_ask, evaluate_mode
 from eval.targets import HttpTarget, InProcessTarget
+from tests.conftest import needs_external
 
 FLOORS = json.loads((Path(__file__).resolve().parent.parent / "eval" / "floors.json").read_text())
 
@@ -52,6 +53,7 @@ def test_beir_loader(tmp_path):
     assert ds.key == "doc_id" and ds.corpus_file.name == "corpus.jsonl"
 
 
+@needs_external
 def test_report_external_is_read_in_place_and_its_headings_map_to_anchors(report_chunks):
     ds = load_external_set("all")
     assert len(ds.queries) >= 90 and all(q.question for q in ds.queries)
@@ -66,6 +68,7 @@ def test_report_external_is_read_in_place_and_its_headings_map_to_anchors(report
         load_external_set("test")
 
 
+@needs_external
 def test_headings_are_compared_stripped_and_a_repeated_heading_gives_either_anchor():
     ds = load_external_set("keywords")
     ds.queries = ds.queries[:2]
@@ -88,7 +91,8 @@ def _gate(name: str, metrics: dict, floors: dict) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["report/test", "report-external/all", "report-external/keywords"])
+@pytest.mark.parametrize("name", ["report/test", pytest.param("report-external/all", marks=needs_external),
+                                  pytest.param("report-external/keywords", marks=needs_external)])
 def test_quality_gate(name, real_index, real_embedder, report_chunks):
     """Hybrid retrieval and /v1/ask must stay inside eval/floors.json on our test split and another author's set."""
     target = InProcessTarget(real_index, embedder=real_embedder)
@@ -140,6 +144,7 @@ def test_eval_cli_writes_table_json_and_plot(tmp_path, real_index, capsys):
 
 
 @pytest.mark.slow
+@needs_external
 def test_eval_cli_on_report_external_writes_per_style_and_reliability_tables(tmp_path, real_index, capsys):
     from eval.cli import main
 
