@@ -12,10 +12,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
 import signal
+import socket
 import sys
 import tempfile
 from types import FrameType
@@ -29,6 +31,16 @@ from service.config import Settings
 log = logging.getLogger(__name__)
 MAX_HEADER_BYTES = 16 * 1024  # h11: the most bytes of a request line and headers
 GIL_SWITCH_INTERVAL_S = 0.001
+
+
+def _no_delay(transport: asyncio.BaseTransport) -> None:
+    """TCP_NODELAY on the connection. asyncio sets it only on sockets whose `proto` is IPPROTO_TCP, and the
+    listening socket a worker process inherits from uvicorn's supervisor reports proto 0, so without this every
+    response of a worker waited for the client's delayed ACK (~40 ms: measured 50 ms p50 per request)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 @functools.cache
@@ -66,6 +78,7 @@ class HeaderDeadlineProtocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        _no_delay(transport)
         self._arm()
 
     def data_received(self, data: bytes) -> None:

@@ -105,3 +105,30 @@ def test_two_workers_share_the_port_and_sighup_rolls_them_onto_current(two_versi
             proc.wait(timeout=10)
         log.close()
     assert proc.returncode == 0, (tmp_path / "serve.log").read_text()[-2000:]
+
+
+def test_connections_get_tcp_nodelay_even_from_an_inherited_socket():
+    """A worker's listening socket comes from uvicorn's supervisor and reports proto 0, so asyncio does not set
+    TCP_NODELAY on its connections: every response then waited ~40 ms for the client's delayed ACK."""
+    import socket
+
+    from service.server import _no_delay
+
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    inherited = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, fileno=os.dup(server.fileno()))
+    client = socket.create_connection(server.getsockname())
+    conn, _ = inherited.accept()
+    try:
+        assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+
+        class Transport:
+            def get_extra_info(self, name):
+                return conn if name == "socket" else None
+
+        _no_delay(Transport())
+        assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        for s in (conn, client, inherited, server):
+            s.close()
