@@ -79,7 +79,7 @@ def profile(index: Path, n: int = 60) -> dict:
 
         def ask_json(q: str) -> None:
             body = answers[q]
-            body = body if isinstance(body, dict) else jsonable_encoder(body)
+            body = body.as_dict() if hasattr(body, "as_dict") else body  # AskResult, as the route sends it
             json.dumps(jsonable_encoder(AskResponse.model_validate(body)))
 
         a["validate + JSON"] = _median_ms(ask_json, questions)
