@@ -8,7 +8,7 @@ Steps (each a phase; requests are counted per phase, version and replica):
      corpora that each answer the marker query with their own document); CURRENT names A;
   2. start 2 replicas (`python -m service.serve --fake-embedder`, admin token set) on free loopback ports and
      HAProxy in front (config generated in a temp dir: health checks on /readyz, `retries 3`,
-     `option redispatch`, `retry-on all-retryable-errors conn-failure empty-response`);
+     `option redispatch`, `retry-on conn-failure empty-response junk-response response-timeout 502 504`);
   3. `steady`: closed-loop load from C async clients on the balancer (GET /v1/search and POST /v1/ask);
   4. `killed`: SIGKILL replica 1 mid-run; load goes on;
   5. `restarted`: start replica 1 again; it takes traffic again once HAProxy sees /readyz answer 200;
@@ -57,7 +57,7 @@ defaults
     timeout queue 10s
     retries 3
     option redispatch 1
-    retry-on all-retryable-errors conn-failure empty-response
+    retry-on conn-failure empty-response junk-response response-timeout 502 504
     # L7 retries resend the request, so keep it (body too) in the buffer until the response starts
     option http-buffer-request
 

@@ -64,7 +64,7 @@ def _haproxy() -> str:
 def test_haproxy_config_is_valid_and_checks_readiness(tmp_path):
     cfg = (ROOT / "deploy" / "haproxy.cfg").read_text()
     for needle in ("option httpchk GET /readyz", "http-check expect status 200", "retries 3",
-                   "option redispatch", "retry-on all-retryable-errors conn-failure empty-response",
+                   "option redispatch", "retry-on conn-failure empty-response junk-response response-timeout 502 504",
                    "api:8000 check resolvers docker"):
         assert needle in cfg, needle
     # the stats socket's directory exists in the image, not necessarily here
@@ -74,7 +74,7 @@ def test_haproxy_config_is_valid_and_checks_readiness(tmp_path):
     r = subprocess.run([exe, "-c", "-f", str(local)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stdout + r.stderr
     broken = tmp_path / "broken.cfg"
-    broken.write_text(cfg.replace("all-retryable-errors", "all-retryable-errorz"))
+    broken.write_text(cfg.replace("junk-response", "junk-responze"))
     assert subprocess.run([exe, "-c", "-f", str(broken)], capture_output=True, timeout=30).returncode != 0
 
 
