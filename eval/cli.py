@@ -155,6 +155,8 @@ def cmd_run(args) -> int:
     if "ask" in modes and "ask" in targets:
         cal = targets["ask"].calibration_info()
         meta["calibration"] = {k: cal.get(k) for k in ("path", "threshold", "fitted_at", "error") if k in cal}
+        if meta["calibration"].get("path"):
+            meta["calibration"]["path"] = _portable(meta["calibration"]["path"])
     print(markdown_table(results))
     if not args.no_report:
         paths = write_reports(results, meta, args.out, plot=not args.no_plot)
@@ -309,6 +311,20 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=3)
     b.add_argument("--url", default=None, help="also time a running service end to end")
     return p
+
+
+def _portable(path: str) -> str:
+    """A path as a report may keep it: the packaged calibration by its place in the package, a file under the
+    working directory relative to it, anything else by its name only (no machine paths in committed reports)."""
+    from service.ask.calibration import PACKAGED
+
+    p = Path(path).resolve()
+    if p == PACKAGED.resolve():
+        return "service/ask/calibration.json (packaged)"
+    try:
+        return p.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return p.name
 
 
 def main(argv: list[str] | None = None) -> int:
