@@ -137,8 +137,6 @@ failover-test: install system-test-deps
 WORKERS ?= 1
 SECONDS ?= 10
 bench-http: install
-	$(BIN)/python -m indexer ensure --corpus $(CORPUS) --out $(INDEX) --no-progress
-	$(BIN)/python -m indexer export-onnx --out $(INDEX)
 	PYTHONPATH=$(CURDIR) $(BIN)/python deploy/bench_http.py --index $(INDEX) --workers $(WORKERS) --seconds $(SECONDS)
 
 ## worker-memory: RSS and PSS of every process with 1, 2 and 3 workers (real model and index)

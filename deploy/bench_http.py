@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import httpx
-from proctools import children, free_port, memory_mib, stop, wait_http
+from proctools import children, ensure_index, free_port, memory_mib, stop, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -127,11 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [wanted[t] for t in args.targets.split(",")]
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    r = subprocess.run([sys.executable, "-m", "indexer", "ensure", "--corpus", str(ROOT / "corpus"), "--out",
-                        str(args.index), "--no-progress"], cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=600)
-    if r.returncode != 0:
-        print(f"error: python -m indexer ensure failed: {r.stderr[-2000:]}", file=sys.stderr)
+    failed = ensure_index(args.index, ROOT / "corpus", env)
+    if failed:
+        print(f"error: {failed}", file=sys.stderr)
         return 1
     logs = Path(tempfile.mkdtemp(prefix="reportqa-bench-http-"))
     sport, nport = free_port(), free_port()

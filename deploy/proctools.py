@@ -5,9 +5,23 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
+
+
+def ensure_index(root: Path, corpus: Path, env: dict) -> str | None:
+    """Build the report index root if it is missing or stale and export the ONNX encoder beside it (what
+    `make serve` does); None when done, else what failed."""
+    for args in (["ensure", "--corpus", str(corpus), "--out", str(root), "--no-progress"],
+                 ["export-onnx", "--out", str(root)]):
+        r = subprocess.run([sys.executable, "-m", "indexer", *args], cwd=corpus.parent, env=env,
+                           capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            return f"python -m indexer {args[0]} failed: {r.stderr[-2000:]}"
+    return None
 
 
 def free_port() -> int:

@@ -17,6 +17,7 @@ import pytest
 from indexer.embed import FakeEmbedder
 from indexer.store import read_current, set_current
 from tests.conftest import ADMIN_TOKEN, MARKER_QUERY, ROOT, copy_root, make_client, write_small_corpus
+from tests.servers import stop_process
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 MARKER_DOC = {"alpha": "census-alpha", "bravo": "census-bravo"}
@@ -298,12 +299,7 @@ def test_sighup_reloads_what_current_names(two_versions, tmp_path):
         assert last is not None and "does not name a version" in last["detail"] and last["serving"] == b
         assert httpx.get(url, timeout=5).json() == {"status": "ready", "index_version": b}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
     assert b"Traceback" not in proc.stderr.read()
 
 

@@ -16,6 +16,7 @@ import pytest
 from indexer.store import set_current
 from service.serve import workers_from_env
 from tests.conftest import MARKER_QUERY, ROOT, copy_root
+from tests.servers import stop_process
 
 
 def test_workers_from_env():
@@ -97,12 +98,7 @@ def test_two_workers_share_the_port_and_sighup_rolls_them_onto_current(two_versi
             assert len(new) == 2
             assert versions() == {b}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
         log.close()
     assert proc.returncode == 0, (tmp_path / "serve.log").read_text()[-2000:]
 
