@@ -41,21 +41,13 @@ NUMERIC_TYPES = ("number", "date", "money")
 NAME_TYPES = ("who", "org", "where")
 
 
+_TYPE_PATTERNS = (("money", _MONEY_Q), ("number", _NUMBER_Q), ("date", _DATE_Q), ("who", _WHO_Q),
+                  ("org", _ORG_Q), ("where", _WHERE_Q))  # in order: the first that matches decides
+
+
 def question_type(q: str) -> str:
     """The kind of answer asked for: one of QUESTION_TYPES (first matching pattern wins)."""
-    if _MONEY_Q.search(q):
-        return "money"
-    if _NUMBER_Q.search(q):
-        return "number"
-    if _DATE_Q.search(q):
-        return "date"
-    if _WHO_Q.search(q):
-        return "who"
-    if _ORG_Q.search(q):
-        return "org"
-    if _WHERE_Q.search(q):
-        return "where"
-    return "other"
+    return next((kind for kind, pattern in _TYPE_PATTERNS if pattern.search(q)), "other")
 
 
 _HOW_MANY = re.compile(r"\bhow many\s+(.*)", re.I)
