@@ -162,7 +162,9 @@ def build(size: int, out: Path, scifact: Path, cache: Path) -> dict:
     spec = json.loads((vdir / "manifest.json").read_text())["dense"]
     return {"generate_seconds": round(gen, 1), "build_seconds": round(seconds, 1),
             "bm25_seconds": round(t_lex, 1), "faiss_seconds": spec.get("build_seconds"), "index_type": spec["factory"],
-            "index_params": {k: spec[k] for k in ("M", "efConstruction", "efSearch") if k in spec},
+            "index_params": {k: spec[k] for k in ("M", "efConstruction", "efSearch", "nlist", "nprobe", "train_points")
+                             if k in spec},
+            "sentence_dtype": spec.get("sentence_dtype"),
             "index_reason": spec["reason"], "sentences": int(len(sv)),
             "index_bytes": sum(p.stat().st_size for p in vdir.rglob("*") if p.is_file())}
 
@@ -230,6 +232,7 @@ def measure(out: Path, scifact: Path, cache: Path, verify: bool) -> dict:
         a = [h.index for h in r.search(q, 10, doc_id=doc, query_vec=v)]
         b = [h.index for h in exact.search(q, 10, doc_id=doc, query_vec=v)]
         agree_doc.append(len(set(a) & set(b)) / max(1, len(b)))
+    sweep = _parameter_sweep(store, qv[:100]) if (store.ivf or store.hnsw) else None
     return {
         "chunks": len(index.chunks), "load_seconds": round(start, 2),
         "rss_mib_before_load": round(rss0), "rss_mib_after_load": round(rss_loaded),
@@ -244,7 +247,34 @@ def measure(out: Path, scifact: Path, cache: Path, verify: bool) -> dict:
         "hybrid_doc_filter_top10_agreement_with_exact": round(float(np.mean(agree_doc)), 4),
         "hybrid_top10_agreement_with_every_chunk_scored": round(float(np.mean(agree_all)), 4) if agree_all else None,
         "index_type": index.manifest["dense"]["factory"],
+        "search_parameter_sweep": sweep,
     }
+
+
+def _parameter_sweep(store, qv: np.ndarray) -> list[dict]:
+    """Store recall@10 against exact search and the store's own p50 / p99 (pool of 256) at several nprobe
+    (IVF) or efSearch (HNSW) values: how the default was chosen."""
+    from eval.metrics import percentile
+    from indexer.vectors import topk
+    from service.retrieval import DENSE_POOL
+
+    name = "nprobe" if store.ivf else "efSearch"
+    values = (16, 32, 64, 128, 256) if store.ivf else (64, 128, 256, 512)
+    default = store.nprobe if store.ivf else store.ef_search
+    exact = [set(topk(store.vectors @ v, 10).tolist()) for v in qv]
+    out = []
+    for value in values:
+        setattr(store, "nprobe" if store.ivf else "ef_search", value)
+        rec, lat = [], []
+        for v, ex in zip(qv, exact, strict=True):
+            t = time.perf_counter()
+            rows, _ = store.search(v, DENSE_POOL)
+            lat.append((time.perf_counter() - t) * 1000)
+            rec.append(len(set(rows[:10].tolist()) & ex) / 10)
+        out.append({name: value, "recall_at_10": round(float(np.mean(rec)), 4),
+                    "store_p50_ms": round(percentile(lat, 50), 2), "store_p99_ms": round(percentile(lat, 99), 2)})
+    setattr(store, "nprobe" if store.ivf else "ef_search", default)
+    return out
 
 
 EXHAUSTIVE_MAX = 200_000  # the every-chunk reference is computed up to this size
@@ -300,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     figures.update(json.loads(res.stdout.strip().splitlines()[-1]))
     rows = [
         ("chunks / sentence vectors", f"{figures['chunks']} / {figures['sentences']}"),
-        ("index type", f"{figures['index_type']} {figures['index_params'] or ''}"),
+        ("index type", f"{figures['index_type']} {figures['index_params'] or ''} (sentence vectors "
+                       f"{figures['sentence_dtype']})"),
         ("build seconds (from vectors)", f"{figures['build_seconds']} (BM25 {figures['bm25_seconds']}, "
                                          f"FAISS {figures['faiss_seconds']})"),
         ("service start (load) seconds", figures["load_seconds"]),
@@ -319,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
          f"{figures['hybrid_top10_agreement_with_exact']} "
          f"(doc filter {figures['hybrid_doc_filter_top10_agreement_with_exact']})"),
         ("hybrid top-10 vs every chunk scored", figures["hybrid_top10_agreement_with_every_chunk_scored"]),
+        *[(f"  sweep {', '.join(f'{k} {v}' for k, v in row.items())}", "") for row in
+          figures.get("search_parameter_sweep") or []],
     ]
     sys.stdout.write("\n".join(f"{k:<40} {v}" for k, v in rows) + "\n")
     sys.stdout.write(json.dumps(figures) + "\n")

@@ -164,7 +164,8 @@ def previous_vectors(out: Path, embedder: Embedder) -> VectorCache | None:
     for c in prev.chunks:
         chunk_texts.append(c["embed_text"])
         sent_texts += sentence_texts_of(c)
-    cache.add(chunk_texts, np.array(flat_view(prev.dense)))
+    rows = prev.chunk_vectors if prev.chunk_vectors is not None else flat_view(prev.dense)
+    cache.add(chunk_texts, np.array(rows, dtype=np.float32))
     cache.add(sent_texts, np.asarray(prev.sentence_vectors))
     cache.source = prev.version
     return cache

@@ -14,8 +14,11 @@ A version directory:
     chunks.jsonl      one chunk a line (text, citation fields, tokens, embed_text, sentence spans)
     documents.json    document metadata
     dense.faiss       FAISS inner-product index over unit-normalized chunk vectors (row i = chunk i)
-    sentences.npy     unit-normalized float32 vectors of every chunk's sentences, in chunk order; each chunk
-                      lists its sentence spans (into its text) under "sentences"
+    sentences.npy     unit-normalized vectors of every chunk's sentences, in chunk order (float32; float16 from
+                      indexer.vectors.SENTENCE_FP16_MIN_ROWS chunks on); each chunk lists its sentence spans
+                      (into its text) under "sentences"
+    chunk_vectors.npy only with an IVF dense index (which keeps its vectors by list, not by row): the chunk
+                      vectors, float32, row i = chunk i; required at load whenever dense.faiss is an IVF index
     lexical/          bm25s index over analyzed chunk text (row i = chunk i); the files in LEXICAL_FILES
     rows.npz          per-row arrays computed at build time: chunk_ids (bytes), sentence_counts, and the rows
                       of every section key (section_rows, concatenated; section_offsets into it)
@@ -23,7 +26,8 @@ A version directory:
                       the section keys (lower-cased headings at any level and anchors) in the order of
                       section_offsets, document frequencies of stems (doc_freq), common_terms
 
-The dense index type follows the corpus size (indexer.vectors.index_spec: Flat below 50k chunks, HNSW above);
+The dense index type follows the corpus size (indexer.vectors.index_spec: Flat below 50k chunks, HNSW up to
+300k, IVF above);
 the manifest's "dense" records the factory string, its parameters and why. At load only what a query needs
 is held in memory: chunks.jsonl is read a line at a time through a table of line offsets (ChunkStore), and
 sentences.npy is memory-mapped.
@@ -76,6 +80,7 @@ CHUNKS = "chunks.jsonl"
 DOCUMENTS = "documents.json"
 DENSE = "dense.faiss"
 SENTENCES = "sentences.npy"
+CHUNK_VECTORS = "chunk_vectors.npy"  # IVF indexes only (see indexer.vectors)
 LEXICAL = "lexical"
 LEXICAL_FILES = ("data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.npy", "params.index.json",
                  "vocab.index.json")
@@ -95,7 +100,7 @@ DEL_PREFIX = ".del-"
 POINTER_TMP_PREFIX = ".CURRENT.tmp-"
 DEFAULT_KEEP = 3
 VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-NORM_TOLERANCE = 1e-3
+NORM_TOLERANCE = {np.dtype(np.float32): 1e-3, np.dtype(np.float16): 4e-3}  # float16 rounds each element
 
 REBUILD_HINT = "rebuild it with: python -m indexer build --corpus corpus --out {path} (or `make index`)"
 
@@ -173,7 +178,8 @@ class IndexData:
     documents: dict[str, dict]
     dense: object  # faiss.Index
     lexical: object  # bm25s.BM25 (memory-mapped)
-    sentence_vectors: np.ndarray  # (n_sentences, dim), memory-mapped
+    sentence_vectors: np.ndarray  # (n_sentences, dim), memory-mapped; float32 or float16
+    chunk_vectors: np.ndarray | None = None  # (n_chunks, dim) float32 by row: a view of dense, or memory-mapped
     catalog: dict = field(default_factory=dict)  # catalog.json
     rows: dict[str, np.ndarray] = field(default_factory=dict)  # rows.npz
 
@@ -299,7 +305,7 @@ def _remove_flat_layout(root: Path) -> None:
     """A schema-1 index lived directly in the root; once versions/ and CURRENT exist its files are dead."""
     if not (root / MANIFEST).is_file():
         return
-    for rel in (MANIFEST, CHUNKS, DOCUMENTS, DENSE, SENTENCES, CATALOG, ROWS):
+    for rel in (MANIFEST, CHUNKS, DOCUMENTS, DENSE, SENTENCES, CHUNK_VECTORS, CATALOG, ROWS):
         (root / rel).unlink(missing_ok=True)
     if (root / LEXICAL).is_dir():
         shutil.rmtree(root / LEXICAL, ignore_errors=True)
@@ -369,7 +375,7 @@ def write_version(
     (`indexer.vectors.index_spec`) unless `dense_spec` gives one."""
     import faiss
 
-    from indexer.vectors import build_dense_index, index_spec
+    from indexer.vectors import build_dense_index, index_spec, sentence_dtype
 
     if keep < 1:
         raise ValueError("keep must be at least 1")
@@ -388,9 +394,12 @@ def write_version(
             t_dense = time.time()
             index = build_dense_index(embeddings, spec)
             faiss.write_index(index, str(tmp / DENSE))
-            spec = {**spec, "build_seconds": round(time.time() - t_dense, 2)}
+            if spec.get("row_vectors"):  # an IVF index keeps no vectors by row: write them beside it
+                np.save(tmp / CHUNK_VECTORS, np.ascontiguousarray(embeddings, dtype=np.float32))
+            sdtype = spec.get("sentence_dtype") or sentence_dtype(len(embeddings))
+            spec = {**spec, "sentence_dtype": sdtype, "build_seconds": round(time.time() - t_dense, 2)}
             del index
-            np.save(tmp / SENTENCES, np.ascontiguousarray(sentence_vectors, dtype=np.float32))
+            _save_rows(tmp / SENTENCES, sentence_vectors, np.dtype(sdtype))
             lexical.save(str(tmp / LEXICAL), show_progress=False)
             catalog, rows = make_catalog(chunks, lexical)
             (tmp / CATALOG).write_text(json.dumps(catalog, ensure_ascii=False), encoding="utf-8")
@@ -654,9 +663,25 @@ def _check_chunk_records(chunks: ChunkStore, counts: np.ndarray | None) -> None:
     drop_pages(chunks._mm)
 
 
-def _check_vectors(what: str, v: np.ndarray, rows: int, dim: int, row_name: str) -> None:
-    if v.dtype != np.float32 or v.ndim != 2:
-        raise IndexLoadError(f"{what} holds {v.dtype} of shape {v.shape}; expected float32 rows")
+def _save_rows(path: Path, vectors: np.ndarray, dtype: np.dtype) -> None:
+    """np.save of `vectors` as `dtype`, converted a block at a time (no second copy of a large matrix)."""
+    vectors = np.asarray(vectors)
+    if vectors.dtype == dtype and vectors.flags.c_contiguous:
+        np.save(path, vectors)
+        return
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=vectors.shape)
+    for a in range(0, len(vectors), CHECK_BLOCK):
+        out[a : a + CHECK_BLOCK] = vectors[a : a + CHECK_BLOCK]
+    out.flush()
+    del out
+
+
+def _check_vectors(what: str, v: np.ndarray, rows: int, dim: int, row_name: str,
+                   dtypes: tuple = (np.float32,)) -> None:
+    if v.dtype not in dtypes or v.ndim != 2:
+        want = " or ".join(np.dtype(d).name for d in dtypes)
+        raise IndexLoadError(f"{what} holds {v.dtype} of shape {v.shape}; expected {want} rows")
+    tolerance = NORM_TOLERANCE[np.dtype(v.dtype)]
     if v.shape[1] != dim:
         raise IndexLoadError(f"{what} has {v.shape[1]}-d vectors; the manifest and the model give {dim}")
     if v.shape[0] != rows:
@@ -666,8 +691,8 @@ def _check_vectors(what: str, v: np.ndarray, rows: int, dim: int, row_name: str)
         block = np.asarray(v[a : a + CHECK_BLOCK])
         finite = np.isfinite(block).all(axis=1)
         bad += int((~finite).sum())
-        norms = np.linalg.norm(np.where(finite[:, None], block, 0), axis=1)
-        off += int((finite & (np.abs(norms - 1.0) > NORM_TOLERANCE)).sum())
+        norms = np.linalg.norm(np.where(finite[:, None], block, 0).astype(np.float32), axis=1)
+        off += int((finite & (np.abs(norms - 1.0) > tolerance)).sum())
         drop_pages(v)  # a memory-mapped matrix: what was checked need not stay resident
     if bad:
         raise IndexLoadError(f"{what}: {bad} vectors hold NaN or infinite values")
@@ -734,7 +759,7 @@ def _load_version(vdir: Path, root: Path, model_name: str | None, dim: int | Non
                   hint: str) -> IndexData:
     import faiss
 
-    from indexer.vectors import flat_view
+    from indexer.vectors import flat_view, keeps_row_vectors
 
     manifest = _read_manifest(vdir, root)
     check_compatible(manifest, root, model_name, dim)
@@ -757,15 +782,29 @@ def _load_version(vdir: Path, root: Path, model_name: str | None, dim: int | Non
     dense = faiss.read_index(str(vdir / DENSE))
     if dense.d != mdim:
         raise IndexLoadError(f"{vdir / DENSE} has {dense.d}-d vectors; the manifest gives {mdim}")
-    _check_vectors(str(vdir / DENSE), flat_view(dense), len(chunks), mdim, "chunks")
+    if dense.ntotal != len(chunks):
+        raise IndexLoadError(f"{vdir / DENSE} has {dense.ntotal} vectors for {len(chunks)} chunks")
+    if keeps_row_vectors(dense):
+        chunk_vectors = flat_view(dense)
+        where = str(vdir / DENSE)
+    else:  # IVF: the vectors by row are in chunk_vectors.npy, which is then required (and checksummed)
+        if not (vdir / CHUNK_VECTORS).is_file():
+            raise IndexLoadError(f"index version {vdir} is incomplete: {CHUNK_VECTORS} missing (required beside "
+                                 f"an IVF {DENSE})")
+        if verify and CHUNK_VECTORS not in manifest.get("files", {}):
+            raise IndexLoadError(f"{vdir / MANIFEST} lists no checksum for {CHUNK_VECTORS}; {hint}")
+        chunk_vectors = np.load(vdir / CHUNK_VECTORS, allow_pickle=False, mmap_mode="r")
+        where = str(vdir / CHUNK_VECTORS)
+    _check_vectors(where, chunk_vectors, len(chunks), mdim, "chunks")
     catalog, rows = _load_rows(vdir, len(chunks))
     sentence_vectors = np.load(vdir / SENTENCES, allow_pickle=False, mmap_mode="r")
     n_sent = int(rows["sentence_counts"].sum())
-    _check_vectors(str(vdir / SENTENCES), sentence_vectors, n_sent, mdim, "sentences")
+    _check_vectors(str(vdir / SENTENCES), sentence_vectors, n_sent, mdim, "sentences", (np.float32, np.float16))
     lexical = _open_lexical(vdir / LEXICAL)
     scores = getattr(lexical, "scores", None)
     n_docs = scores.get("num_docs") if isinstance(scores, dict) else None
     if n_docs != len(chunks):
         raise IndexLoadError(f"{vdir / LEXICAL} indexes {n_docs} documents for {len(chunks)} chunks")
     return IndexData(path=vdir, manifest=manifest, chunks=chunks, documents=documents, dense=dense,
-                     lexical=lexical, sentence_vectors=sentence_vectors, catalog=catalog, rows=rows)
+                     lexical=lexical, sentence_vectors=sentence_vectors, catalog=catalog, rows=rows,
+                     chunk_vectors=chunk_vectors)

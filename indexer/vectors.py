@@ -6,15 +6,21 @@ and the reason):
 
 - below EXACT_MAX_ROWS chunks: `Flat` (IndexFlatIP), exact. A query scans every vector; at 50k × 384 that is
   about 2 ms on one core, and the ranking is exact and deterministic.
-- from EXACT_MAX_ROWS up: `HNSW32,Flat` (a graph over the full-precision vectors), efConstruction 80,
-  efSearch 256 by default. Search cost grows with log(n) rather than n; the vectors stay exact so that
-  `fetch` and re-scoring are exact. `python -m bench.scale` measures its top-10 agreement with exact search.
+- from EXACT_MAX_ROWS to IVF_MIN_ROWS: `HNSW32,Flat` (a graph over the full-precision vectors),
+  efConstruction 80, efSearch 256 by default. Search cost grows with log(n) rather than n; the vectors stay
+  exact so that `fetch` and re-scoring are exact; no training step.
+- from IVF_MIN_ROWS up: `IVF<nlist>,Flat` (nlist a power of two near 2·√n, k-means trained on a sample of
+  IVF_TRAIN_PER_LIST points a list, nprobe IVF_NPROBE). Building an HNSW graph over a million 384-d vectors
+  takes longer than the build budget on two cores (its insertions are not linear in n); IVF's build is a
+  k-means on a sample plus one assignment pass, linear in n. An IVF index keeps its vectors in its lists,
+  not by row, so the build also writes the chunk vectors row by row (`chunk_vectors.npy`, memory-mapped at
+  load) for `fetch` and exact scans.
 
 Filtered search (`allowed_rows`): a filter that keeps at most EXACT_SCAN_MAX rows is scored exactly (a
 gather of those rows and one matrix-vector product), so it always returns min(k, rows) results; a larger
 one goes through FAISS with an IDSelector (IDSelectorRange for a contiguous run of rows, such as a
-document, else IDSelectorBatch) and, for HNSW, an efSearch raised in proportion to how much the filter
-leaves out.
+document, else IDSelectorBatch) and, for HNSW (efSearch) or IVF (nprobe), a search widened in proportion to
+how much the filter leaves out; if that still finds fewer than k, the filtered rows are scanned exactly.
 """
 
 from __future__ import annotations
@@ -32,6 +38,11 @@ HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 256
 MAX_EF_SEARCH = 2048
+IVF_MIN_ROWS = 300_000
+IVF_NPROBE = 64
+IVF_TRAIN_PER_LIST = 40  # k-means sample: this many points a list (FAISS warns below 39)
+IVF_TRAIN_ITERATIONS = 12
+SENTENCE_FP16_MIN_ROWS = EXACT_MAX_ROWS  # from this many chunks, sentence vectors are stored as float16
 ADD_BLOCK = 65_536
 SEARCH_THREADS = 1  # OpenMP threads of FAISS in a process that serves queries (see FaissStore)
 
@@ -70,11 +81,35 @@ class VectorStore(Protocol):
         """The vectors of `rows`, float32, one row each."""
 
 
+def sentence_dtype(n_chunks: int) -> str:
+    """How sentence vectors are stored for a corpus of `n_chunks`: float32 (exact; the report, SciFact)
+    below SENTENCE_FP16_MIN_ROWS, else float16 (half the disk and page cache; a cosine moves by < 1e-3,
+    measured by bench-scale as top-10 agreement with an exact float32 retriever)."""
+    return "float32" if n_chunks < SENTENCE_FP16_MIN_ROWS else "float16"
+
+
+def _ivf_lists(n: int) -> int:
+    """A power of two near 2·√n (2,048 lists at a million), and never fewer than 39 training points a list."""
+    nlist = int(2 ** round(np.log2(max(2.0, 2 * np.sqrt(n)))))
+    return max(1, min(nlist, n // 39))
+
+
 def index_spec(n: int, dim: int) -> dict:
     """The FAISS index to build for `n` vectors: factory string, parameters, and why."""
     if n < EXACT_MAX_ROWS:
         return {"engine": "faiss", "factory": "Flat", "metric": "inner_product", "exact": True, "dim": dim,
                 "reason": f"{n} vectors < {EXACT_MAX_ROWS}: an exact scan is fast enough and ranks exactly"}
+    if n >= IVF_MIN_ROWS:
+        nlist = _ivf_lists(n)
+        return {"engine": "faiss", "factory": f"IVF{nlist},Flat", "metric": "inner_product", "exact": False,
+                "dim": dim, "nlist": nlist, "nprobe": IVF_NPROBE,
+                "train_points": min(n, IVF_TRAIN_PER_LIST * nlist), "train_iterations": IVF_TRAIN_ITERATIONS,
+                "row_vectors": "chunk_vectors.npy",
+                "reason": f"{n} vectors >= {IVF_MIN_ROWS}: an HNSW graph over this many takes longer to build "
+                          "than the build budget on two cores; IVF trains k-means on a sample and assigns every "
+                          "vector once (linear in n), and nprobe "
+                          f"{IVF_NPROBE} of {nlist} lists keeps top-10 agreement with exact search >= 0.98 "
+                          "(bench-scale)"}
     return {"engine": "faiss", "factory": f"HNSW{HNSW_M},Flat", "metric": "inner_product", "exact": False,
             "dim": dim, "M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION, "efSearch": HNSW_EF_SEARCH,
             "reason": f"{n} vectors >= {EXACT_MAX_ROWS}: an exact scan grows linearly; HNSW over full-precision "
@@ -88,6 +123,16 @@ def build_dense_index(vectors: np.ndarray, spec: dict):
 
     dim = int(vectors.shape[1])
     index = faiss.index_factory(dim, spec["factory"], faiss.METRIC_INNER_PRODUCT)
+    if "nlist" in spec:
+        ivf = faiss.extract_index_ivf(index)
+        ivf.nprobe = int(spec["nprobe"])
+        ivf.cp.niter = int(spec.get("train_iterations", IVF_TRAIN_ITERATIONS))
+        ivf.cp.seed = 1234
+        take = int(spec.get("train_points", len(vectors)))
+        rows = np.sort(np.random.default_rng(1234).choice(len(vectors), size=min(take, len(vectors)),
+                                                          replace=False))
+        ivf.cp.max_points_per_centroid = max(1, -(-len(rows) // int(spec["nlist"])))  # no resampling by FAISS
+        index.train(np.ascontiguousarray(vectors[rows], dtype=np.float32))
     if "efConstruction" in spec:
         faiss.downcast_index(index).hnsw.efConstruction = int(spec["efConstruction"])
         faiss.downcast_index(index).hnsw.efSearch = int(spec["efSearch"])
@@ -112,10 +157,22 @@ def flat_view(index) -> np.ndarray:
     return view
 
 
-class FaissStore:
-    """VectorStore over a FAISS Flat or HNSW…,Flat index (the index keeps the vectors `fetch` returns)."""
+def keeps_row_vectors(index) -> bool:
+    """True when the index holds its vectors by row (Flat, HNSW…,Flat): `flat_view` works, no
+    chunk_vectors.npy is needed."""
+    import faiss
 
-    def __init__(self, index, spec: dict | None = None, threads: int | None = SEARCH_THREADS) -> None:
+    idx = faiss.downcast_index(index)
+    storage = faiss.downcast_index(idx.storage) if hasattr(idx, "storage") and idx.storage is not None else idx
+    return isinstance(storage, faiss.IndexFlat)
+
+
+class FaissStore:
+    """VectorStore over a FAISS index: Flat or HNSW…,Flat (the index keeps the vectors `fetch` returns), or
+    IVF…,Flat with the row-ordered vectors given as `vectors` (chunk_vectors.npy, memory-mapped)."""
+
+    def __init__(self, index, spec: dict | None = None, threads: int | None = SEARCH_THREADS,
+                 vectors: np.ndarray | None = None) -> None:
         import faiss
 
         if threads:
@@ -127,10 +184,16 @@ class FaissStore:
         self.spec = spec or {}
         self.ntotal = int(index.ntotal)
         self.dim = int(index.d)
-        self.vectors = flat_view(index)  # keeps `index` alive through self.index
+        # Flat / HNSW: a view of the index's own storage (kept alive through self.index)
+        self.vectors = flat_view(index) if vectors is None else vectors
+        if self.vectors.shape != (self.ntotal, self.dim):
+            raise ValueError(f"{self.vectors.shape} row vectors for an index of {self.ntotal} × {self.dim}")
         self.hnsw = isinstance(faiss.downcast_index(index), faiss.IndexHNSW)
+        self.ivf = faiss.try_extract_index_ivf(index) is not None
         self.ef_search = int(self.spec.get("efSearch", HNSW_EF_SEARCH))
-        self.exact = not self.hnsw
+        self.nprobe = int(self.spec.get("nprobe", IVF_NPROBE))
+        self.nlist = int(faiss.extract_index_ivf(index).nlist) if self.ivf else 0
+        self.exact = not (self.hnsw or self.ivf)
 
     def fetch(self, rows: np.ndarray) -> np.ndarray:
         return self.vectors[np.asarray(rows, dtype=np.int64)]
@@ -179,6 +242,11 @@ class FaissStore:
             if allowed_rows is not None:  # the graph walk meets filtered-out nodes: widen it in proportion
                 ef = min(MAX_EF_SEARCH, max(ef, int(ef * self.ntotal / allowed_rows.size)))
             params = faiss.SearchParametersHNSW(efSearch=ef)
+        elif self.ivf:
+            nprobe = self.nprobe
+            if allowed_rows is not None:  # fewer allowed rows in each list: probe more lists in proportion
+                nprobe = max(nprobe, int(nprobe * self.ntotal / allowed_rows.size))
+            params = faiss.SearchParametersIVF(nprobe=min(self.nlist, nprobe))
         elif sel is not None:
             params = faiss.SearchParameters()
         else:

@@ -1,6 +1,6 @@
 """Retrieval over a loaded index: dense (cosine), lexical (BM25) and their fusion. No HTTP here.
 
-Dense candidates come from the vector store (indexer.vectors: exact Flat for small corpora, HNSW for large
+Dense candidates come from the vector store (indexer.vectors: exact Flat for small corpora, HNSW or IVF for large
 ones); only the candidates' sentences are re-scored (sentence vectors are memory-mapped). Lexical candidates
 come from BM25 (bm25s, memory-mapped); a lexical-only candidate gets its dense score from vectors fetched by
 row. Every ranking goes through one `topk` (argpartition, then a sort of the survivors; ties by chunk id),
@@ -150,7 +150,8 @@ class Retriever:
         self.embedder = embedder
         self.fusion = fusion or FusionConfig()
         self.chunks = index.chunks  # a sequence of chunk dicts, parsed on access
-        self.store: VectorStore = store or FaissStore(index.dense, index.manifest.get("dense"))
+        self.store: VectorStore = store or FaissStore(index.dense, index.manifest.get("dense"),
+                                                        vectors=index.chunk_vectors)
         rows = index.rows
         self.ids = rows["chunk_ids"]  # bytes, for ties
         counts = rows["sentence_counts"].astype(np.int64)

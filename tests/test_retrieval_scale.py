@@ -14,8 +14,16 @@ import pytest
 from eval.datasets import load_report_set
 from indexer.build import build_index
 from indexer.embed import FakeEmbedder
-from indexer.store import load_index, read_manifest
-from indexer.vectors import EXACT_MAX_ROWS, FaissStore, build_dense_index, index_spec, topk
+from indexer.store import IndexLoadError, load_index, read_manifest
+from indexer.vectors import (
+    EXACT_MAX_ROWS,
+    IVF_MIN_ROWS,
+    FaissStore,
+    build_dense_index,
+    index_spec,
+    sentence_dtype,
+    topk,
+)
 from service.retrieval import FusionConfig, Retriever, UnknownFilter, _minmax
 from tests.conftest import DOC_ID
 
@@ -52,20 +60,33 @@ def test_index_type_follows_size():
     assert index_spec(39, 384)["factory"] == "Flat"
     big = index_spec(EXACT_MAX_ROWS, 384)
     assert big["factory"].startswith("HNSW") and big["efSearch"] >= 64 and "reason" in big
+    huge = index_spec(1_000_000, 384)
+    assert huge["factory"] == "IVF2048,Flat" and huge["nprobe"] >= 32 and huge["row_vectors"] == "chunk_vectors.npy"
+    assert huge["train_points"] < 1_000_000  # k-means on a sample: a linear build
+    assert index_spec(IVF_MIN_ROWS - 1, 384)["factory"].startswith("HNSW")
+    assert sentence_dtype(39) == "float32" and sentence_dtype(EXACT_MAX_ROWS) == "float16"
 
 
-@pytest.mark.parametrize("factory", ["Flat", "HNSW32,Flat"])
+def _small_ivf_spec(n: int, dim: int = 32) -> dict:
+    return {**index_spec(IVF_MIN_ROWS, dim), "factory": "IVF16,Flat", "nlist": 16, "nprobe": 14, "train_points": n}
+
+
+@pytest.mark.parametrize("factory", ["Flat", "HNSW32,Flat", "IVF16,Flat"])
 def test_store_filtered_search_returns_k_allowed_rows(monkeypatch, factory):
     import indexer.vectors as vectors
 
     rng = np.random.default_rng(1)
     v = _unit(rng, 3000)
-    spec = index_spec(10, 32) if factory == "Flat" else index_spec(EXACT_MAX_ROWS, 32)
-    store = FaissStore(build_dense_index(v, spec), spec)
+    spec = {"Flat": index_spec(10, 32), "HNSW32,Flat": index_spec(EXACT_MAX_ROWS, 32),
+            "IVF16,Flat": _small_ivf_spec(3000)}[factory]
+    index = build_dense_index(v, spec)
+    store = FaissStore(index, spec, vectors=v if factory.startswith("IVF") else None)
+    assert store.ivf == factory.startswith("IVF") and store.exact == (factory == "Flat")
     q = v[7] + 0.1 * _unit(rng, 1)[0]
     exact = topk(v @ q, 10)
     rows, scores = store.search(q, 10)
-    assert len(set(rows.tolist()) & set(exact.tolist())) >= 9  # HNSW: approximate; Flat: exact
+    assert len(set(rows.tolist()) & set(exact.tolist())) >= 9  # HNSW, IVF: approximate; Flat: exact
+    assert np.allclose(store.fetch(rows), v[rows])
     for through_faiss in (False, True):
         if through_faiss:  # the IDSelector path, not the exact scan of a small filtered set
             monkeypatch.setattr(vectors, "EXACT_SCAN_MAX", 0)
@@ -208,18 +229,27 @@ def _doc(seed: int, sections: int = 4, paragraphs: int = 3) -> str:
     return "\n".join(out)
 
 
-def test_filtered_hnsw_search_returns_k_results(tmp_path, monkeypatch):
-    """A corpus indexed with HNSW (threshold lowered): a document filter and a section filter that keep few
-    chunks still return k results, all inside the filter, the same as exact scoring of the filtered rows."""
+@pytest.mark.parametrize("kind", ["HNSW", "IVF"])
+def test_filtered_ann_search_returns_k_results(tmp_path, monkeypatch, kind):
+    """A corpus indexed with HNSW or IVF (thresholds lowered): a document filter and a section filter that keep
+    few chunks still return k results, all inside the filter, the same as exact scoring of the filtered rows.
+    Above the float16 threshold sentence vectors are stored as float16; IVF writes chunk_vectors.npy."""
     import indexer.vectors as vectors
 
     monkeypatch.setattr(vectors, "EXACT_MAX_ROWS", 50)
+    monkeypatch.setattr(vectors, "SENTENCE_FP16_MIN_ROWS", 50)
+    if kind == "IVF":
+        monkeypatch.setattr(vectors, "IVF_MIN_ROWS", 60)
     corpus = _corpus(tmp_path / "c", {f"doc{i:02d}": _doc(i) for i in range(20)})
     emb = FakeEmbedder()
     build_index(corpus, tmp_path / "idx", emb)
-    assert read_manifest(tmp_path / "idx")["dense"]["factory"].startswith("HNSW")
-    r = Retriever(load_index(tmp_path / "idx"), emb)
-    assert r.store.hnsw
+    m = read_manifest(tmp_path / "idx")
+    assert m["dense"]["factory"].startswith(kind) and m["dense"]["sentence_dtype"] == "float16"
+    idx = load_index(tmp_path / "idx")
+    assert idx.sentence_vectors.dtype == np.float16
+    assert (idx.path / "chunk_vectors.npy").is_file() == (kind == "IVF")
+    r = Retriever(idx, emb)
+    assert r.store.hnsw == (kind == "HNSW") and r.store.ivf == (kind == "IVF")
     hits = r.search("zebra quokka lantern", k=5, doc_id="doc07")
     assert len(hits) == 5 and {h.chunk["doc_id"] for h in hits} == {"doc07"}
     n_section = len([c for c in r.chunks if "part 3-2" in [h.lower() for h in c["heading_path"]]])
@@ -228,6 +258,11 @@ def test_filtered_hnsw_search_returns_k_results(tmp_path, monkeypatch):
     # the filtered rows are few: scored exactly, as the brute-force reference does
     qs = ["copper violin granite", "river census", "falcon ember orbit"]
     _compare(r, qs, ((None, "Part 3-2"), ("doc11", None)))
+    if kind == "IVF":  # the row vectors are required beside an IVF index, checksums on or off
+        (idx.path / "chunk_vectors.npy").unlink()
+        for verify in (True, False):
+            with pytest.raises(IndexLoadError, match="chunk_vectors.npy"):
+                load_index(tmp_path / "idx", verify=verify)
 
 
 # -- incremental builds -----------------------------------------------------------------------------------
