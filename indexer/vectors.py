@@ -199,7 +199,12 @@ class FaissStore:
         return self.vectors[np.asarray(rows, dtype=np.int64)]
 
     def _exact(self, q: np.ndarray, k: int, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        vecs = self.vectors if rows is None else self.vectors[rows]
+        if rows is None:
+            vecs = self.vectors
+        elif rows.size and int(rows[-1]) - int(rows[0]) + 1 == rows.size:  # a run of rows: a view, no gather
+            vecs = self.vectors[int(rows[0]) : int(rows[-1]) + 1]
+        else:
+            vecs = self.vectors[rows]
         scores = vecs @ q
         pos = topk(scores, k)
         out = pos if rows is None else rows[pos]
@@ -216,6 +221,10 @@ class FaissStore:
                 return np.zeros(0, np.int64), np.zeros(0, np.float32)
             if allowed_rows.size <= max(EXACT_SCAN_MAX, k) or self.exact and allowed_rows.size <= 4 * EXACT_SCAN_MAX:
                 return self._exact(q, k, allowed_rows)
+            if self.ivf:  # the probe widened for this filter would scan more vectors than the filter keeps
+                probe = min(self.nlist, max(self.nprobe, self.nprobe * self.ntotal // allowed_rows.size))
+                if allowed_rows.size <= self.ntotal * probe // self.nlist:
+                    return self._exact(q, k, allowed_rows)
         elif self.exact and self.ntotal <= k:
             return self._exact(q, k, None)
         k = min(k, self.ntotal if allowed_rows is None else int(allowed_rows.size))

@@ -100,7 +100,37 @@ def test_store_filtered_search_returns_k_allowed_rows(monkeypatch, factory):
         scattered = np.arange(0, 3000, 7)  # IDSelectorBatch
         rows, _ = store.search(q, 10, scattered)
         assert len(rows) == 10 and set(rows.tolist()) <= set(scattered.tolist())
+        most = np.setdiff1d(np.arange(3000), np.arange(0, 3000, 31))  # keeps most rows: through FAISS (IVF too)
+        rows, _ = store.search(q, 10, most)
+        assert len(rows) == 10 and set(rows.tolist()) <= set(most.tolist())
+        assert len(set(rows.tolist()) & set(most[topk(v[most] @ q, 10)].tolist())) >= 9
     np.testing.assert_array_equal(store.fetch(np.array([5, 2])), v[[5, 2]])
+
+
+def test_ivf_filtered_search_picks_the_cheaper_path(monkeypatch):
+    """IVF with a filter: a filter smaller than what the widened probe would scan is scanned exactly (exact
+    results); a filter keeping most rows goes through FAISS's IDSelector."""
+    import faiss
+
+    import indexer.vectors as vectors
+
+    monkeypatch.setattr(vectors, "EXACT_SCAN_MAX", 0)
+    rng = np.random.default_rng(3)
+    v = _unit(rng, 3000)
+    spec = _small_ivf_spec(3000)
+    store = FaissStore(build_dense_index(v, spec), spec, vectors=v)
+    calls = []
+    exact = store._exact
+    monkeypatch.setattr(store, "_exact", lambda q, k, rows: calls.append(len(rows)) or exact(q, k, rows))
+    q = v[11]
+    half = np.arange(0, 3000, 2)
+    rows, _ = store.search(q, 10, half)
+    assert calls == [1500] and rows.tolist() == half[topk(v[half] @ q, 10)].tolist()
+    calls.clear()
+    most = np.arange(100, 3000)
+    rows, _ = store.search(q, 10, most)
+    assert calls == [] and len(rows) == 10 and set(rows.tolist()) <= set(most.tolist())
+    assert isinstance(faiss.downcast_index(store.index), faiss.IndexIVFFlat)
 
 
 # -- the Retriever against a brute-force reference ---------------------------------------------------------
