@@ -61,24 +61,24 @@ def test_index_type_follows_size():
     big = index_spec(EXACT_MAX_ROWS, 384)
     assert big["factory"].startswith("HNSW") and big["efSearch"] >= 64 and "reason" in big
     huge = index_spec(1_000_000, 384)
-    assert huge["factory"] == "IVF2048,Flat" and huge["nprobe"] >= 32 and huge["row_vectors"] == "chunk_vectors.npy"
+    assert huge["factory"] == "IVF4096,SQ8" and huge["nprobe"] >= 64 and huge["row_vectors"] == "chunk_vectors.npy"
     assert huge["train_points"] < 1_000_000  # k-means on a sample: a linear build
     assert index_spec(IVF_MIN_ROWS - 1, 384)["factory"].startswith("HNSW")
     assert sentence_dtype(39) == "float32" and sentence_dtype(EXACT_MAX_ROWS) == "float16"
 
 
 def _small_ivf_spec(n: int, dim: int = 32) -> dict:
-    return {**index_spec(IVF_MIN_ROWS, dim), "factory": "IVF16,Flat", "nlist": 16, "nprobe": 14, "train_points": n}
+    return {**index_spec(IVF_MIN_ROWS, dim), "factory": "IVF16,SQ8", "nlist": 16, "nprobe": 14, "train_points": n}
 
 
-@pytest.mark.parametrize("factory", ["Flat", "HNSW32,Flat", "IVF16,Flat"])
+@pytest.mark.parametrize("factory", ["Flat", "HNSW32,Flat", "IVF16,SQ8"])
 def test_store_filtered_search_returns_k_allowed_rows(monkeypatch, factory):
     import indexer.vectors as vectors
 
     rng = np.random.default_rng(1)
     v = _unit(rng, 3000)
     spec = {"Flat": index_spec(10, 32), "HNSW32,Flat": index_spec(EXACT_MAX_ROWS, 32),
-            "IVF16,Flat": _small_ivf_spec(3000)}[factory]
+            "IVF16,SQ8": _small_ivf_spec(3000)}[factory]
     index = build_dense_index(v, spec)
     store = FaissStore(index, spec, vectors=v if factory.startswith("IVF") else None)
     assert store.ivf == factory.startswith("IVF") and store.exact == (factory == "Flat")
@@ -108,8 +108,8 @@ def test_store_filtered_search_returns_k_allowed_rows(monkeypatch, factory):
 
 
 def test_ivf_filtered_search_picks_the_cheaper_path(monkeypatch):
-    """IVF with a filter: a filter smaller than what the widened probe would scan is scanned exactly (exact
-    results); a filter keeping most rows goes through FAISS's IDSelector."""
+    """IVF with a filter: a filter whose float32 rows are fewer bytes than the codes the widened probe would
+    read is scanned exactly (exact results); a filter keeping most rows goes through FAISS's IDSelector."""
     import faiss
 
     import indexer.vectors as vectors
@@ -123,14 +123,14 @@ def test_ivf_filtered_search_picks_the_cheaper_path(monkeypatch):
     exact = store._exact
     monkeypatch.setattr(store, "_exact", lambda q, k, rows: calls.append(len(rows)) or exact(q, k, rows))
     q = v[11]
-    half = np.arange(0, 3000, 2)
-    rows, _ = store.search(q, 10, half)
-    assert calls == [1500] and rows.tolist() == half[topk(v[half] @ q, 10)].tolist()
+    fifth = np.arange(0, 3000, 5)  # 600 float32 rows to read, against 16 lists of 8-bit codes: exact
+    rows, _ = store.search(q, 10, fifth)
+    assert calls == [600] and rows.tolist() == fifth[topk(v[fifth] @ q, 10)].tolist()
     calls.clear()
     most = np.arange(100, 3000)
     rows, _ = store.search(q, 10, most)
     assert calls == [] and len(rows) == 10 and set(rows.tolist()) <= set(most.tolist())
-    assert isinstance(faiss.downcast_index(store.index), faiss.IndexIVFFlat)
+    assert isinstance(faiss.downcast_index(store.index), faiss.IndexIVFScalarQuantizer)
 
 
 # -- the Retriever against a brute-force reference ---------------------------------------------------------
@@ -139,7 +139,8 @@ def test_ivf_filtered_search_picks_the_cheaper_path(monkeypatch):
 def reference_search(index, query_vec, lex, k, mode, fusion, allowed_mask=None):
     """What the retriever computed before the vector store: every chunk and sentence scored, Python sorts."""
     chunks = list(index.chunks)
-    vectors = index.dense.reconstruct_n(0, index.dense.ntotal)
+    vectors = np.asarray(index.chunk_vectors) if index.chunk_vectors is not None else index.dense.reconstruct_n(
+        0, index.dense.ntotal)
     counts = np.array([len(c["sentences"]) for c in chunks])
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     sv = np.asarray(index.sentence_vectors)
