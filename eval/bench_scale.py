@@ -259,7 +259,7 @@ def _parameter_sweep(store, qv: np.ndarray) -> list[dict]:
     from indexer.vectors import topk
 
     name = "nprobe" if store.ivf else "efSearch"
-    values = (128, 256, 512, 1024) if store.ivf else (64, 128, 256, 512)
+    values = (256, 512, 1024, 2048) if store.ivf else (64, 128, 256, 512)
     default = store.nprobe if store.ivf else store.ef_search
     exact = [set(topk(store.vectors @ v, 10).tolist()) for v in qv]
     out = []
