@@ -66,3 +66,43 @@ def test_auto_uses_the_export_when_there_is_one_and_says_so_when_not(real_index,
         encoder = c.get("/v1/index").json()["encoder"]
         assert encoder["kind"] == "torch" and "python -m indexer export-onnx" in encoder["note"]
         assert c.get("/v1/search", params={"q": "kata containers"}).status_code == 200
+
+
+def test_the_fused_model_is_served_and_batches_give_the_single_vectors(onnx_dir, real_embedder):
+    """The fused graph (attention, LayerNorm, GELU as ONNX Runtime operators) gives the torch vectors, for one
+    text alone and for texts of different lengths padded into one batch."""
+    from indexer.onnx_embed import FUSED, OnnxEmbedder
+
+    fp32 = OnnxEmbedder(onnx_dir)
+    assert fp32.path.name == FUSED
+    texts = TEXTS + ["a", "the board " * 60]
+    ref = real_embedder.encode(texts)
+    alone = np.stack([fp32.encode([t])[0] for t in texts])
+    batch = fp32.encode(texts, batch_size=len(texts))
+    assert (alone * ref).sum(1).min() > 0.9999
+    assert (batch * ref).sum(1).min() > 0.9999
+    assert np.abs(alone - batch).max() < 1e-4
+
+
+def test_the_fast_tokenizer_gives_the_transformers_wrapper_word_pieces(onnx_dir):
+    """Word pieces from `tokenizers` directly equal the transformers wrapper's (padding to the longest text,
+    truncation at the model's limit), and counting never truncates."""
+    from transformers import AutoTokenizer
+
+    from indexer.embed import bundled_model_dir
+    from indexer.onnx_embed import INPUTS, OnnxEmbedder
+
+    enc = OnnxEmbedder(onnx_dir)
+    wrapper = AutoTokenizer.from_pretrained(str(bundled_model_dir()))
+    texts = TEXTS + ["", "naïve café’s 3,000 résumés — OpenInfra’s CI/CD", "word " * 300]
+    for batch in ([t] for t in texts):
+        ref = wrapper(batch, padding=True, truncation=True, max_length=enc.max_pieces, return_tensors="np")
+        ours = enc._feed(batch)
+        assert all((ours[k] == ref[k]).all() and ours[k].shape == ref[k].shape for k in INPUTS)
+    ref = wrapper(texts, padding=True, truncation=True, max_length=enc.max_pieces, return_tensors="np")
+    ours = enc._feed(texts)
+    assert all((ours[k] == ref[k]).all() and ours[k].shape == ref[k].shape for k in INPUTS)
+    for t in texts:
+        assert enc.count_pieces(t) == len(wrapper(t, add_special_tokens=True, truncation=False, verbose=False)
+                                           ["input_ids"])
+    assert enc.count_pieces("word " * 300) == 302  # not cut at 256
