@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     calibration: Path | None = Field(None, description="/v1/ask's calibration file; default: calibration.json "
                                      "in the index directory if there is one, else the one shipped with the code")
     cache_size: int = Field(2048, ge=0, description="query vectors kept in memory")
+    response_cache: int = Field(1024, ge=0, description="/v1/search responses kept per process, by index version "
+                                "and request (took_ms stays per request); 0: off")
 
     # lifecycle / admin
     admin_token: SecretStr | None = Field(
