@@ -49,10 +49,13 @@ class ResponseCache:
     def __len__(self) -> int:
         return len(self._data)
 
+    def clear(self) -> None:
+        self._data.clear()
+        self._bytes = 0
+
     def _see(self, version: str) -> None:
         if version != self._version:  # a reload: answers of another version are never served again
-            self._data.clear()
-            self._bytes = 0
+            self.clear()
             self._version = version
 
     def get(self, key: SearchKey) -> CachedBody | None:

@@ -112,4 +112,7 @@ def test_the_cache_is_a_bounded_lru_per_index_version():
     off = ResponseCache(0)
     off.put(key("v1", "a"), body)
     assert not off.enabled and off.get(key("v1", "a")) is None and len(off) == 0
+    cache.put(key("v2", "a"), body)
+    cache.clear()
+    assert len(cache) == 0 and cache.get(key("v2", "a")) is None
     assert CachedBody(b'{"took_ms":', b"}").body(1.5) == b'{"took_ms":1.5}'
