@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import make_client
+from tests.conftest import ROOT, make_client
 
 pytestmark = pytest.mark.slow
 
@@ -106,3 +106,18 @@ def test_the_fast_tokenizer_gives_the_transformers_wrapper_word_pieces(onnx_dir)
         assert enc.count_pieces(t) == len(wrapper(t, add_special_tokens=True, truncation=False, verbose=False)
                                            ["input_ids"])
     assert enc.count_pieces("word " * 300) == 302  # not cut at 256
+
+
+def test_serving_with_onnx_does_not_import_torch(real_index, onnx_dir):
+    """A worker on the ONNX encoder loads neither torch nor transformers (about 190 MB less per worker)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from service.config import Settings; from service.state import Resources; "
+            f"r = Resources(Settings(index_dir={str(real_index)!r}, onnx_dir={str(onnx_dir)!r}, encoder='onnx')); "
+            "assert r.load(), r.error; r.snapshot.retriever.search('who chairs the board?'); "
+            "print(sorted(m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
