@@ -6,7 +6,9 @@ loopback, closed loop, 1/8/32 clients, new (`unique`) and repeated queries. `mak
 
 `--before DIR` starts a second service from another checkout (say `git archive <commit> | tar -x -C DIR`) with
 the same settings, on its own index root, and loads it in the same run ("before /v1/search", "before
-/v1/ask"), so that a change is measured against the code it replaced under the same machine load.
+/v1/ask"), so that a change is measured against the code it replaced under the same machine load;
+`--before-env KEY=VALUE` (repeatable) sets its environment apart (`--before . --before-index index
+--before-env REPORTQA_TORCH_THREADS=2` compares two settings of this checkout).
 
 Starts both servers (this one with `python -m service.serve`, REPORTQA_WORKERS=--workers, on the index root
 `--index`, built with `python -m indexer ensure` if missing or stale; the baseline as its docstring says,
@@ -133,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--torch-threads", type=int, default=1, help="REPORTQA_TORCH_THREADS (default 1)")
     p.add_argument("--before", type=Path, default=None, help="another checkout to load in the same run")
     p.add_argument("--before-index", type=Path, default=None, help="its index root (default: <before>/index)")
+    p.add_argument("--before-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment of the --before service only (repeatable)")
     args = p.parse_args(argv)
     rows_q = [json.loads(line) for line in args.questions.read_text(encoding="utf-8").splitlines() if line.strip()]
     qs = [r.get("question") or r.get("q") or r.get("query") for r in rows_q]
@@ -153,17 +157,19 @@ def main(argv: list[str] | None = None) -> int:
     service = naive = before = None
     rows: list[dict] = []
     try:
-        def serve(tree: Path, index: Path, port: int, name: str) -> subprocess.Popen:
+        def serve(tree: Path, index: Path, port: int, name: str, extra: dict | None = None) -> subprocess.Popen:
             with open(logs / f"{name}.log", "wb") as log:
                 return subprocess.Popen(
                     [sys.executable, "-m", "service.serve"], cwd=tree, stdout=log, stderr=subprocess.STDOUT,
                     env={**env, "PYTHONPATH": str(tree), "HOST": "127.0.0.1", "PORT": str(port),
                          "REPORTQA_WORKERS": str(args.workers), "REPORTQA_INDEX_DIR": str(index.resolve()),
-                         "REPORTQA_TORCH_THREADS": str(args.torch_threads)}, start_new_session=True)
+                         "REPORTQA_TORCH_THREADS": str(args.torch_threads), **(extra or {})},
+                    start_new_session=True)
 
         service = serve(ROOT, args.index, sport, "service")
         if args.before:
-            before = serve(args.before.resolve(), args.before_index or args.before / "index", bport, "before")
+            extra = dict(kv.split("=", 1) for kv in args.before_env)
+            before = serve(args.before.resolve(), args.before_index or args.before / "index", bport, "before", extra)
         with open(logs / "naive.log", "wb") as log:
             naive = subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", "naive_api:app", "--host", "127.0.0.1", "--port", str(nport),
@@ -181,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                     time.sleep(0.5)
         fns = targets(nurl, surl, burl if before else None)
         header = {"bench": "http", "workers": args.workers, "seconds": args.seconds,
+                  **({"before": str(args.before), "before_env": args.before_env} if args.before else {}),
                   "torch_threads": args.torch_threads, "questions": len(qs), "cpus": os.cpu_count(),
                   "loadavg_before": os.getloadavg()[0]}
         print(json.dumps(header), flush=True)
