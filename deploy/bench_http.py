@@ -8,7 +8,7 @@ loopback, closed loop, 1/8/32 clients, new (`unique`) and repeated queries. `mak
 the same settings, on its own index root, and loads it in the same run ("before /v1/search", "before
 /v1/ask"), so that a change is measured against the code it replaced under the same machine load;
 `--before-env KEY=VALUE` (repeatable) sets its environment apart (`--before . --before-index index
---before-env REPORTQA_TORCH_THREADS=2` compares two settings of this checkout).
+--before-env REPORTQA_ONNX_THREADS=1` compares two settings of this checkout).
 
 Starts both servers (this one with `python -m service.serve`, REPORTQA_WORKERS=--workers, on the index root
 `--index`, built with `python -m indexer ensure` if missing or stale; the baseline as its docstring says,
@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--questions", type=Path, default=SHARED / "datasets" / "report-external" / "questions.jsonl")
     p.add_argument("--naive", type=Path, default=SHARED / "bench" / "naive_api.py")
     p.add_argument("--torch-threads", type=int, default=1, help="REPORTQA_TORCH_THREADS (default 1)")
+    p.add_argument("--onnx-threads", type=int, default=None, help="REPORTQA_ONNX_THREADS (default: the service's)")
     p.add_argument("--before", type=Path, default=None, help="another checkout to load in the same run")
     p.add_argument("--before-index", type=Path, default=None, help="its index root (default: <before>/index)")
     p.add_argument("--before-env", action="append", default=[], metavar="KEY=VALUE",
@@ -163,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
                     [sys.executable, "-m", "service.serve"], cwd=tree, stdout=log, stderr=subprocess.STDOUT,
                     env={**env, "PYTHONPATH": str(tree), "HOST": "127.0.0.1", "PORT": str(port),
                          "REPORTQA_WORKERS": str(args.workers), "REPORTQA_INDEX_DIR": str(index.resolve()),
-                         "REPORTQA_TORCH_THREADS": str(args.torch_threads), **(extra or {})},
+                         "REPORTQA_TORCH_THREADS": str(args.torch_threads),
+                         **({"REPORTQA_ONNX_THREADS": str(args.onnx_threads)} if args.onnx_threads else {}),
+                         **(extra or {})},
                     start_new_session=True)
 
         service = serve(ROOT, args.index, sport, "service")
@@ -188,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         fns = targets(nurl, surl, burl if before else None)
         header = {"bench": "http", "workers": args.workers, "seconds": args.seconds,
                   **({"before": str(args.before), "before_env": args.before_env} if args.before else {}),
-                  "torch_threads": args.torch_threads, "questions": len(qs), "cpus": os.cpu_count(),
+                  "torch_threads": args.torch_threads, "onnx_threads": args.onnx_threads, "questions": len(qs),
+                  "cpus": os.cpu_count(),
                   "loadavg_before": os.getloadavg()[0]}
         print(json.dumps(header), flush=True)
         for kind in kinds:

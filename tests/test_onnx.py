@@ -121,3 +121,16 @@ def test_serving_with_onnx_does_not_import_torch(real_index, onnx_dir):
                          cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_onnx_threads_setting_reaches_the_session(real_index, onnx_dir):
+    """REPORTQA_ONNX_THREADS (default 2) sets ONNX Runtime's intra-op threads; the torch setting does not."""
+    from service.config import Settings
+
+    assert Settings().onnx_threads == 2 and Settings().torch_threads == 1
+    for threads in (1, 3):
+        with make_client(real_index, None, encoder="onnx", onnx_dir=onnx_dir, onnx_threads=threads,
+                         torch_threads=2) as c:
+            opts = c.app.state.resources.embedder._session.get_session_options()
+            assert opts.intra_op_num_threads == threads
+            assert c.get("/v1/search", params={"q": "kata containers"}).status_code == 200
