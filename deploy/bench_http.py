@@ -2,6 +2,13 @@
 loopback, closed loop, 1/8/32 clients, new (`unique`) and repeated queries. `make bench-http`.
 
     python deploy/bench_http.py [--index index] [--workers 1] [--seconds 10] [--clients 1,8,32]
+    python deploy/bench_http.py --before ../before --before-index ../index-before    # also an older version
+
+`--before DIR` starts a second service from another checkout (say `git archive <commit> | tar -x -C DIR`) with
+the same settings, on its own index root, and loads it in the same run ("before /v1/search", "before
+/v1/ask"), so that a change is measured against the code it replaced under the same machine load;
+`--before-env KEY=VALUE` (repeatable) sets its environment apart (`--before . --before-index index
+--before-env REPORTQA_ONNX_THREADS=1` compares two settings of this checkout).
 
 Starts both servers (this one with `python -m service.serve`, REPORTQA_WORKERS=--workers, on the index root
 `--index`, built with `python -m indexer ensure` if missing or stale; the baseline as its docstring says,
@@ -70,7 +77,7 @@ async def closed_loop(request, clients: int, seconds: float, qs: list[str], uniq
             "p50_ms": pct(0.5), "p99_ms": pct(0.99)}
 
 
-def targets(naive: str, service: str) -> dict:
+def targets(naive: str, service: str, before: str | None = None) -> dict:
     async def naive_search(c, q):
         return await c.get(f"{naive}/search", params={"q": q, "k": 10})
 
@@ -80,8 +87,16 @@ def targets(naive: str, service: str) -> dict:
     async def ask(c, q):
         return await c.post(f"{service}/v1/ask", json={"question": q})
 
-    return {"naive /search (dense)": naive_search, "service /v1/search (hybrid)": hybrid,
-            "service /v1/ask": ask}
+    out = {"naive /search (dense)": naive_search, "service /v1/search (hybrid)": hybrid, "service /v1/ask": ask}
+    if before:
+        async def before_hybrid(c, q):
+            return await c.get(f"{before}/v1/search", params={"q": q, "k": 10, "mode": "hybrid"})
+
+        async def before_ask(c, q):
+            return await c.post(f"{before}/v1/ask", json={"question": q})
+
+        out |= {"before /v1/search (hybrid)": before_hybrid, "before /v1/ask": before_ask}
+    return out
 
 
 def process_memory(pid: int) -> list[dict]:
@@ -118,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--questions", type=Path, default=SHARED / "datasets" / "report-external" / "questions.jsonl")
     p.add_argument("--naive", type=Path, default=SHARED / "bench" / "naive_api.py")
     p.add_argument("--torch-threads", type=int, default=1, help="REPORTQA_TORCH_THREADS (default 1)")
+    p.add_argument("--onnx-threads", type=int, default=None, help="REPORTQA_ONNX_THREADS (default: the service's)")
+    p.add_argument("--before", type=Path, default=None, help="another checkout to load in the same run")
+    p.add_argument("--before-index", type=Path, default=None, help="its index root (default: <before>/index)")
+    p.add_argument("--before-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment of the --before service only (repeatable)")
     args = p.parse_args(argv)
     rows_q = [json.loads(line) for line in args.questions.read_text(encoding="utf-8").splitlines() if line.strip()]
     qs = [r.get("question") or r.get("q") or r.get("query") for r in rows_q]
@@ -125,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     kinds = args.queries.split(",")
     wanted = {"naive": "naive /search (dense)", "search": "service /v1/search (hybrid)", "ask": "service /v1/ask"}
     chosen = [wanted[t] for t in args.targets.split(",")]
+    if args.before:
+        chosen += [t.replace("service", "before") for t in chosen if t.startswith("service")]
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     failed = ensure_index(args.index, ROOT / "corpus", env)
@@ -132,32 +154,45 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {failed}", file=sys.stderr)
         return 1
     logs = Path(tempfile.mkdtemp(prefix="reportqa-bench-http-"))
-    sport, nport = free_port(), free_port()
-    service = naive = None
+    sport, nport, bport = free_port(), free_port(), free_port()
+    service = naive = before = None
     rows: list[dict] = []
     try:
-        with open(logs / "service.log", "wb") as log:
-            service = subprocess.Popen(
-                [sys.executable, "-m", "service.serve"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                env={**env, "HOST": "127.0.0.1", "PORT": str(sport), "REPORTQA_WORKERS": str(args.workers),
-                     "REPORTQA_INDEX_DIR": str(args.index.resolve()),
-                     "REPORTQA_TORCH_THREADS": str(args.torch_threads)}, start_new_session=True)
+        def serve(tree: Path, index: Path, port: int, name: str, extra: dict | None = None) -> subprocess.Popen:
+            with open(logs / f"{name}.log", "wb") as log:
+                return subprocess.Popen(
+                    [sys.executable, "-m", "service.serve"], cwd=tree, stdout=log, stderr=subprocess.STDOUT,
+                    env={**env, "PYTHONPATH": str(tree), "HOST": "127.0.0.1", "PORT": str(port),
+                         "REPORTQA_WORKERS": str(args.workers), "REPORTQA_INDEX_DIR": str(index.resolve()),
+                         "REPORTQA_TORCH_THREADS": str(args.torch_threads),
+                         **({"REPORTQA_ONNX_THREADS": str(args.onnx_threads)} if args.onnx_threads else {}),
+                         **(extra or {})},
+                    start_new_session=True)
+
+        service = serve(ROOT, args.index, sport, "service")
+        if args.before:
+            extra = dict(kv.split("=", 1) for kv in args.before_env)
+            before = serve(args.before.resolve(), args.before_index or args.before / "index", bport, "before", extra)
         with open(logs / "naive.log", "wb") as log:
             naive = subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", "naive_api:app", "--host", "127.0.0.1", "--port", str(nport),
                  "--log-level", "warning"], cwd=args.naive.parent, stdout=log, stderr=subprocess.STDOUT,
                 env={**env, "SEED": str(REPORT)}, start_new_session=True)
-        surl, nurl = f"http://127.0.0.1:{sport}", f"http://127.0.0.1:{nport}"
+        surl, nurl, burl = f"http://127.0.0.1:{sport}", f"http://127.0.0.1:{nport}", f"http://127.0.0.1:{bport}"
         wait_http(f"{nurl}/search?q=warm&k=1", 300, naive)
-        wait_http(f"{surl}/readyz", 300, service)
-        if args.workers > 1:  # every worker loads before it accepts; wait until all have started
-            deadline = time.monotonic() + 300
-            while (logs / "service.log").read_text(errors="replace").count("Application startup complete") \
-                    < args.workers and time.monotonic() < deadline:
-                time.sleep(0.5)
-        fns = targets(nurl, surl)
+        started = [("service", surl, service)] + ([("before", burl, before)] if before else [])
+        for name, url, proc in started:
+            wait_http(f"{url}/readyz", 300, proc)
+            if args.workers > 1:  # every worker loads before it accepts; wait until all have started
+                deadline = time.monotonic() + 300
+                while (logs / f"{name}.log").read_text(errors="replace").count("Application startup complete") \
+                        < args.workers and time.monotonic() < deadline:
+                    time.sleep(0.5)
+        fns = targets(nurl, surl, burl if before else None)
         header = {"bench": "http", "workers": args.workers, "seconds": args.seconds,
-                  "torch_threads": args.torch_threads, "questions": len(qs), "cpus": os.cpu_count(),
+                  **({"before": str(args.before), "before_env": args.before_env} if args.before else {}),
+                  "torch_threads": args.torch_threads, "onnx_threads": args.onnx_threads, "questions": len(qs),
+                  "cpus": os.cpu_count(),
                   "loadavg_before": os.getloadavg()[0]}
         print(json.dumps(header), flush=True)
         for kind in kinds:
@@ -169,11 +204,12 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(row)
                     print(json.dumps(row), flush=True)
         mem = {"service": process_memory(service.pid), "naive": process_memory(naive.pid),
-               "loadavg_after": os.getloadavg()[0]}
+               **({"before": process_memory(before.pid)} if before else {}), "loadavg_after": os.getloadavg()[0]}
         print(json.dumps(mem), flush=True)
     finally:
         stop(service)
         stop(naive)
+        stop(before)
     print()
     print(f"WORKERS={args.workers}, {args.seconds:g} s per step, loopback, load generator on the same cores")
     print(table(rows))

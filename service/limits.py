@@ -90,9 +90,8 @@ class Limiter:
             raise self._refuse("overload", f"the service is busy ({self.in_flight} requests in progress, "
                                f"{self.waiting} waiting); retry shortly")
 
-    @asynccontextmanager
-    async def slot(self, client: str | None = None) -> AsyncIterator[None]:
-        """Hold one of the slots for the duration of the block (or raise RateLimited / Overloaded)."""
+    def take_token(self, client: str | None) -> None:
+        """The per-client rate limit alone (RateLimited when over it): for an answer that needs no slot."""
         if self.buckets is not None and client is not None:
             wait = self.buckets.take(client)
             if wait > 0:
@@ -100,6 +99,11 @@ class Limiter:
                     self.metrics.refused("rate_limit")
                 raise RateLimited(f"more than {self.buckets.rate:g} requests per second from this client; "
                                   f"retry in {wait:.1f} s", retry_after=max(1, math.ceil(wait)))
+
+    @asynccontextmanager
+    async def slot(self, client: str | None = None) -> AsyncIterator[None]:
+        """Hold one of the slots for the duration of the block (or raise RateLimited / Overloaded)."""
+        self.take_token(client)
         if self.in_flight >= self.max_concurrency:
             self.check_admission()
             self.waiting += 1

@@ -19,6 +19,7 @@ from service.errors import install_error_handlers
 from service.limits import Limiter
 from service.metrics import Metrics, MetricsMiddleware
 from service.middleware import AdmissionMiddleware, BodyLimitMiddleware, HostCheckMiddleware, SecurityHeadersMiddleware
+from service.response_cache import ResponseCache
 from service.routes import admin, ask, ops, page, search
 from service.routes.docs import install_docs
 from service.state import Resources, install_sighup
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
                   description="Semantic search and extractive question answering with precise citations.")
     app.state.metrics = metrics
     app.state.settings = settings
+    app.state.response_cache = ResponseCache(settings.response_cache)
     # outermost last: metrics see every response, headers go on every response (413s included)
     app.add_middleware(AdmissionMiddleware, paths=frozenset({"/v1/search", "/v1/ask"}))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s,

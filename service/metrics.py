@@ -46,6 +46,9 @@ class Metrics:
                                registry=r, multiprocess_mode="livesum")
         self.queued = Gauge("reportqa_search_queued", "Search/ask requests waiting for a slot.", registry=r,
                             multiprocess_mode="livesum")
+        self.response_cache = Counter("reportqa_response_cache", "/v1/search answers from the response cache "
+                                      "(hit) and computed then kept (miss).", ["result"], registry=r)
+        self._cache_hit, self._cache_miss = self.response_cache.labels("hit"), self.response_cache.labels("miss")
         for reason in REFUSALS:
             self.refusals.labels(reason)  # every reason shows from the start, at 0
 
@@ -55,6 +58,12 @@ class Metrics:
 
     def count(self, name: str, label: str) -> None:
         self.events.labels(name, label).inc()
+
+    def response_cache_hit(self) -> None:
+        self._cache_hit.inc()
+
+    def response_cache_miss(self) -> None:
+        self._cache_miss.inc()
 
     def refused(self, reason: str) -> None:
         self.refusals.labels(reason if reason in REFUSALS else "other").inc()

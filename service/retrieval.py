@@ -20,7 +20,6 @@ import numpy as np
 from indexer.embed import Embedder
 from indexer.lexical import lexical_scores
 from indexer.store import IndexData
-from indexer.text import STOPWORDS, stem, token_spans
 from indexer.vectors import FaissStore, VectorStore, topk
 
 MODES = ("hybrid", "dense", "lexical")
@@ -99,28 +98,6 @@ def _minmax(x: np.ndarray) -> np.ndarray:
     if hi - lo < 1e-9:
         return np.ones_like(x) if hi > 0 else np.zeros_like(x)
     return (x - lo) / (hi - lo)
-
-
-def highlight_spans(text: str, query: str, common: frozenset[str] = frozenset()) -> list[list[int]]:
-    """Character spans of `text` whose words match a query word (same stem, stop words ignored).
-
-    Words in `common` (in most passages of the corpus, like the report's own name) are not marked
-    unless the query has nothing else, so that the marks point at what distinguishes a passage.
-    """
-    wanted = {stem(t) for _, _, t in token_spans(query) if t not in STOPWORDS}
-    if wanted - common:
-        wanted -= common
-    if not wanted:
-        return []
-    spans: list[list[int]] = []
-    for a, b, t in token_spans(text):
-        if t in STOPWORDS or stem(t) not in wanted:
-            continue
-        if spans and not text[spans[-1][1] : a].strip():  # "CFN working group" is one highlight
-            spans[-1][1] = b
-        else:
-            spans.append([a, b])
-    return spans
 
 
 class LazySentenceScores:

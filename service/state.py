@@ -127,7 +127,7 @@ class Resources:
                 from indexer.onnx_embed import OnnxEmbedder, OnnxModelMissing
 
                 try:
-                    self.embedder = OnnxEmbedder(s.onnx_path(), s.model_dir, threads=s.torch_threads,
+                    self.embedder = OnnxEmbedder(s.onnx_path(), s.model_dir, threads=s.onnx_threads,
                                                  name=s.model_name, int8=kind == "onnx-int8")
                 except OnnxModelMissing as e:
                     raise IndexLoadError(str(e)) from e

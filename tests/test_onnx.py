@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import make_client
+from tests.conftest import ROOT, make_client
 
 pytestmark = pytest.mark.slow
 
@@ -66,3 +66,71 @@ def test_auto_uses_the_export_when_there_is_one_and_says_so_when_not(real_index,
         encoder = c.get("/v1/index").json()["encoder"]
         assert encoder["kind"] == "torch" and "python -m indexer export-onnx" in encoder["note"]
         assert c.get("/v1/search", params={"q": "kata containers"}).status_code == 200
+
+
+def test_the_fused_model_is_served_and_batches_give_the_single_vectors(onnx_dir, real_embedder):
+    """The fused graph (attention, LayerNorm, GELU as ONNX Runtime operators) gives the torch vectors, for one
+    text alone and for texts of different lengths padded into one batch."""
+    from indexer.onnx_embed import FUSED, OnnxEmbedder
+
+    fp32 = OnnxEmbedder(onnx_dir)
+    assert fp32.path.name == FUSED
+    texts = TEXTS + ["a", "the board " * 60]
+    ref = real_embedder.encode(texts)
+    alone = np.stack([fp32.encode([t])[0] for t in texts])
+    batch = fp32.encode(texts, batch_size=len(texts))
+    assert (alone * ref).sum(1).min() > 0.9999
+    assert (batch * ref).sum(1).min() > 0.9999
+    assert np.abs(alone - batch).max() < 1e-4
+
+
+def test_the_fast_tokenizer_gives_the_transformers_wrapper_word_pieces(onnx_dir):
+    """Word pieces from `tokenizers` directly equal the transformers wrapper's (padding to the longest text,
+    truncation at the model's limit), and counting never truncates."""
+    from transformers import AutoTokenizer
+
+    from indexer.embed import bundled_model_dir
+    from indexer.onnx_embed import INPUTS, OnnxEmbedder
+
+    enc = OnnxEmbedder(onnx_dir)
+    wrapper = AutoTokenizer.from_pretrained(str(bundled_model_dir()))
+    texts = TEXTS + ["", "naïve café’s 3,000 résumés — OpenInfra’s CI/CD", "word " * 300]
+    for batch in ([t] for t in texts):
+        ref = wrapper(batch, padding=True, truncation=True, max_length=enc.max_pieces, return_tensors="np")
+        ours = enc._feed(batch)
+        assert all((ours[k] == ref[k]).all() and ours[k].shape == ref[k].shape for k in INPUTS)
+    ref = wrapper(texts, padding=True, truncation=True, max_length=enc.max_pieces, return_tensors="np")
+    ours = enc._feed(texts)
+    assert all((ours[k] == ref[k]).all() and ours[k].shape == ref[k].shape for k in INPUTS)
+    for t in texts:
+        assert enc.count_pieces(t) == len(wrapper(t, add_special_tokens=True, truncation=False, verbose=False)
+                                           ["input_ids"])
+    assert enc.count_pieces("word " * 300) == 302  # not cut at 256
+
+
+def test_serving_with_onnx_does_not_import_torch(real_index, onnx_dir):
+    """A worker on the ONNX encoder loads neither torch nor transformers (about 190 MB less per worker)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from service.config import Settings; from service.state import Resources; "
+            f"r = Resources(Settings(index_dir={str(real_index)!r}, onnx_dir={str(onnx_dir)!r}, encoder='onnx')); "
+            "assert r.load(), r.error; r.snapshot.retriever.search('who chairs the board?'); "
+            "print(sorted(m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_onnx_threads_setting_reaches_the_session(real_index, onnx_dir):
+    """REPORTQA_ONNX_THREADS (default 2) sets ONNX Runtime's intra-op threads; the torch setting does not."""
+    from service.config import Settings
+
+    assert Settings().onnx_threads == 2 and Settings().torch_threads == 1
+    for threads in (1, 3):
+        with make_client(real_index, None, encoder="onnx", onnx_dir=onnx_dir, onnx_threads=threads,
+                         torch_threads=2) as c:
+            opts = c.app.state.resources.embedder._session.get_session_options()
+            assert opts.intra_op_num_threads == threads
+            assert c.get("/v1/search", params={"q": "kata containers"}).status_code == 200

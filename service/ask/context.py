@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from indexer.text import sentence_spans
 from indexer.tokens import count_tokens
+from service.highlights import query_terms, spans_for
 from service.results import citation
-from service.retrieval import Hit, highlight_spans
+from service.retrieval import Hit
 
 
 class BudgetTooSmall(ValueError):
@@ -22,6 +23,7 @@ def merge_passages(hits: list[Hit], query: str, common: frozenset[str] = frozens
 
     Returns the passages and, for each hit index, the number of the passage that holds it.
     """
+    wanted = query_terms(query, common)
     groups: list[list[int]] = []
     for i, h in enumerate(hits):
         c = h.chunk
@@ -50,7 +52,7 @@ def merge_passages(hits: list[Hit], query: str, common: frozenset[str] = frozens
             "score": round(lead.score, 6),
             "text": text,
             "tokens": count_tokens(text),
-            "highlights": highlight_spans(text, query, common),
+            "highlights": spans_for(text, wanted),
             "citation": cit,
             "scores": {"dense": None if lead.dense is None else round(lead.dense, 6),
                        "lexical": round(lead.lexical, 6)},

@@ -1,21 +1,32 @@
-"""GET and POST /v1/search."""
+"""GET and POST /v1/search.
+
+The body is validated against `SearchResponse` and serialized by pydantic-core here, once (what FastAPI would
+do for a returned dict), and sent as bytes; a repeated request is answered from the response cache
+(service/response_cache.py) without a slot, the rate limit still applying.
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+import pydantic_core
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from service.deps import MetricsDep, ReadyDep
 from service.errors import BadInput, responses
 from service.limits import LimiterDep, client_key
+from service.response_cache import CachedBody, ResponseCache
 from service.results import search_response
 from service.schemas import MAX_FILTER_CHARS, MAX_TEXT_CHARS, Filters, Mode, SearchRequest, SearchResponse
 
 router = APIRouter(prefix="/v1", tags=["search"])
+RESPONSE = TypeAdapter(SearchResponse)
+TOOK_MARK = -1.25e-300  # a took_ms no request reports, found again in the JSON
+TOOK_KEY_MARK = b'"took_ms":' + pydantic_core.to_json(TOOK_MARK)
 
 
 def check_text(text: str, field: list[str], limit: int) -> str:
@@ -28,23 +39,46 @@ def check_text(text: str, field: list[str], limit: int) -> str:
     return text.strip()
 
 
-async def _search(req: SearchRequest, request: Request, res, metrics, limiter, loc: list[str]) -> dict:
+def cacheable_body(out: dict) -> CachedBody:
+    """`out` (search_response's dict) validated as a SearchResponse and serialized by pydantic-core, as FastAPI
+    does for a returned dict, then cut around its `took_ms` value (a key that cannot occur inside a string
+    value: quotes there are escaped)."""
+    r = RESPONSE.validate_python(out)
+    head, took, tail = RESPONSE.dump_json(r.model_copy(update={"took_ms": TOOK_MARK})).partition(TOOK_KEY_MARK)
+    if not took:
+        raise RuntimeError("took_ms not found in the serialized response")
+    return CachedBody(head + b'"took_ms":', tail)
+
+
+async def _search(req: SearchRequest, request: Request, res, metrics, limiter, loc: list[str]) -> Response:
+    t0 = time.perf_counter()
     query = check_text(req.query, loc, res.settings.max_query_chars)
     retriever = res.retriever
+    cache: ResponseCache = request.app.state.response_cache
+    key = (retriever.index.version, query, req.k, req.mode, req.filters.doc_id, req.filters.section)
+    hit = cache.get(key)
+    if hit is not None:
+        limiter.take_token(client_key(request))  # RateLimited: a 429, as for a computed answer
+        metrics.count("search", req.mode)
+        metrics.response_cache_hit()
+        return Response(hit.body(round((time.perf_counter() - t0) * 1000, 2)), media_type="application/json")
     if req.mode != "lexical":
         retriever.check_query_length(query)  # QueryTooLong: a 422 (service/errors.py) before taking a slot
     async with limiter.slot(client_key(request)):
         out = await run_in_threadpool(search_response, retriever, query, req.k, req.mode,
                                       req.filters.doc_id, req.filters.section)
     metrics.count("search", req.mode)
-    return out
-
+    body = cacheable_body(out)
+    if cache.enabled:
+        cache.put(key, body)
+        metrics.response_cache_miss()
+    return Response(body.body(out["took_ms"]), media_type="application/json")
 
 
 @router.post("/search", response_model=SearchResponse, summary="Search passages (JSON body)",
              responses=responses(400, 401, 403, 408, 413, 422, 429, 503))
 async def search_post(req: SearchRequest, request: Request, res: ReadyDep, metrics: MetricsDep,
-                      limiter: LimiterDep) -> dict:
+                      limiter: LimiterDep) -> Response:
     return await _search(req, request, res, metrics, limiter, ["body", "query"])
 
 
@@ -60,7 +94,7 @@ async def search_get(
     mode: Annotated[Mode, Query(description="hybrid | dense | lexical")] = "hybrid",
     doc_id: Annotated[str | None, Query(max_length=MAX_FILTER_CHARS)] = None,
     section: Annotated[str | None, Query(max_length=MAX_FILTER_CHARS)] = None,
-) -> dict:
+) -> Response:
     try:
         req = SearchRequest(query=q, k=k, mode=mode, filters=Filters(doc_id=doc_id, section=section))
     except ValidationError as e:
