@@ -25,7 +25,14 @@ class QdrantBackend:
         self.settings = settings
         self.alias = settings.qdrant_alias or DEFAULT_ALIAS
         self._client = client
+        self._owned = client is None  # a client made here is closed here (local mode on disk holds a lock)
         self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._owned and self._client is not None:
+                self._client.close()
+                self._client = None
 
     @property
     def where(self) -> str:
