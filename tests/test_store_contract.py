@@ -1,7 +1,10 @@
-"""The vector-store contract (indexer.vectors.VectorStore), run against every backend: FAISS (Flat) and Qdrant
-(qdrant-client's local mode, the same client code that talks to a server). Expected values come from numpy."""
+"""The vector-store contract (indexer.vectors.VectorStore), run against every backend: FAISS (Flat), Qdrant through
+qdrant-client's local mode (the same client code that talks to a server) and Qdrant's Rust engine through
+qdrant-edge-py (one shard in this process). Expected values come from numpy."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +22,7 @@ def vectors() -> np.ndarray:
     return unit_rows(N, DIM, 7)
 
 
-def _faiss(vectors: np.ndarray):
+def _faiss(vectors: np.ndarray, tmp: Path):
     from indexer.vectors import FaissStore, build_dense_index, index_spec
 
     return FaissStore(build_dense_index(vectors, index_spec(len(vectors), DIM)))
@@ -42,7 +45,7 @@ def upload_dense(client, name: str, vectors: np.ndarray, sentences: list[np.ndar
         client.upsert(name, points=points[a : a + 128])
 
 
-def _qdrant(vectors: np.ndarray):
+def _qdrant(vectors: np.ndarray, tmp: Path):
     from indexer.qdrant_store import QdrantStore, make_client
 
     client = make_client()
@@ -50,12 +53,21 @@ def _qdrant(vectors: np.ndarray):
     return QdrantStore(client, "contract", DIM)
 
 
-BACKENDS = {"faiss": _faiss, "qdrant-local": _qdrant}
+def _edge(vectors: np.ndarray, tmp: Path, sentences: list[np.ndarray] | None = None):
+    from indexer.qdrant_edge import EdgeStore, create_shard, upsert
+
+    shard = create_shard(tmp / "shard", DIM)
+    upsert(shard, vectors, sentences or [v[None, :] for v in vectors],
+           payloads=[{"row": i, "doc_id": f"d{i // 100}", "sections": [f"s{i % 7}"]} for i in range(len(vectors))])
+    return EdgeStore(shard, DIM, len(vectors))
+
+
+BACKENDS = {"faiss": _faiss, "qdrant-local": _qdrant, "qdrant-edge": _edge}
 
 
 @pytest.fixture(scope="module", params=sorted(BACKENDS))
-def store(request, vectors):
-    return BACKENDS[request.param](vectors)
+def store(request, vectors, tmp_path_factory):
+    return BACKENDS[request.param](vectors, tmp_path_factory.mktemp(request.param))
 
 
 def exact(vectors: np.ndarray, q: np.ndarray, k: int, rows: np.ndarray | None = None):
@@ -117,16 +129,20 @@ def test_fetch_returns_the_vectors_of_the_rows_in_the_order_given(store, vectors
     assert store.fetch(np.zeros(0, np.int64)).shape[0] == 0
 
 
-def test_qdrant_best_sentence_is_the_max_over_the_chunks_sentences():
+@pytest.mark.parametrize("backend", ["qdrant-local", "qdrant-edge"])
+def test_qdrant_best_sentence_is_the_max_over_the_chunks_sentences(backend, tmp_path):
     """Multivector MAX_SIM with one query vector = the cosine of the chunk's best sentence."""
     from indexer.qdrant_store import QdrantStore, make_client
 
     vectors = unit_rows(40, DIM, 3)
     rng = np.random.default_rng(5)
     sentences = [unit_rows(int(rng.integers(1, 6)), DIM, 100 + i) for i in range(40)]
-    client = make_client()
-    upload_dense(client, "multi", vectors, sentences)
-    store = QdrantStore(client, "multi", DIM)
+    if backend == "qdrant-edge":
+        store = _edge(vectors, tmp_path, sentences)
+    else:
+        client = make_client()
+        upload_dense(client, "multi", vectors, sentences)
+        store = QdrantStore(client, "multi", DIM)
     rows = np.array([39, 2, 2, 17, 0])
     for q in queries(5):
         chunk, best = store.chunk_and_sentence_scores(rows, q)
