@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 EXIT_INDEX = 5
@@ -29,6 +30,8 @@ def add_backend_args(p: argparse.ArgumentParser, publish_only: bool = False) -> 
     p.add_argument("--bm25-idf", choices=BM25_IDF_MODES, default="global",
                    help="global: idf multiplied into the stored values, exact on any number of shards (default); "
                         "modifier: Qdrant's Modifier.IDF, exact on one shard only")
+    p.add_argument("--qdrant-wait", type=float, default=float(env.get("REPORTQA_QDRANT_WAIT") or 0),
+                   help="seconds to wait for the Qdrant server to answer (a compose job starting beside it)")
     p.add_argument("--shards", type=int, default=None, help="shards of a new collection (server only)")
     p.add_argument("--replicas", type=int, default=None, help="replication factor of a new collection (server only)")
 
@@ -47,12 +50,19 @@ def publish_version(args: argparse.Namespace, out: Path, version: str | None, ac
     except IndexLoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_INDEX
-    try:
-        client = make_client(args.qdrant_url, args.qdrant_path,
-                             os.environ.get("REPORTQA_QDRANT_API_KEY") or None)
-    except Exception as e:  # the server unreachable, local storage locked by another process
-        print(f"error: cannot open Qdrant: {type(e).__name__}: {e}", file=sys.stderr)
-        return EXIT_INDEX
+    deadline = time.monotonic() + max(0.0, args.qdrant_wait)
+    while True:
+        try:
+            client = make_client(args.qdrant_url, args.qdrant_path,
+                                 os.environ.get("REPORTQA_QDRANT_API_KEY") or None)
+            client.get_collections()  # a server that answers
+            break
+        except Exception as e:  # the server unreachable, local storage locked by another process
+            if time.monotonic() >= deadline:
+                print(f"error: cannot open Qdrant ({args.qdrant_url or args.qdrant_path}): {type(e).__name__}: {e}",
+                      file=sys.stderr)
+                return EXIT_INDEX
+            time.sleep(2)
     try:
         r = publish(client, index, alias=args.qdrant_alias, activate=activate, keep=keep, mode=args.bm25_idf,
                     shards=args.shards, replicas=args.replicas)
