@@ -160,7 +160,9 @@ def rewrite_version(vdir: Path, out: Path) -> Path:
     with open(vdir / "chunks.jsonl", encoding="utf-8") as f:
         chunks = [json.loads(line) for line in f if line.strip()]
     documents = json.loads((vdir / "documents.json").read_text(encoding="utf-8"))
-    dense = np.array(flat_view(faiss.read_index(str(vdir / "dense.faiss"))))
+    index = faiss.read_index(str(vdir / "dense.faiss"))
+    dense = np.array(flat_view(index))  # a copy while `index` (which owns the memory) is alive
+    del index
     sentences = np.load(vdir / "sentences.npy")
     bigrams = bool(manifest.get("chunker", {}).get("lexical_bigrams", True))
     lexical = build_lexical([lexical_text(c) for c in chunks], bigrams=bigrams)
