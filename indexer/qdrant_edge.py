@@ -61,10 +61,11 @@ def upsert(shard, dense: np.ndarray, sentences: Sequence[np.ndarray], sparse: Se
 def shard_from_index(path: Path, index, mode: str = "global", exact: bool = True):
     """A shard holding an index version (indexer.store.IndexData), as `indexer.qdrant_store.publish` writes a
     collection."""
+    from indexer.qdrant_store import _DenseRows
     from indexer.store import section_keys
-    from indexer.vectors import flat_view
 
-    dense = np.asarray(flat_view(index.dense))
+    rows = _DenseRows(index.dense)
+    dense = np.stack([rows[i] for i in range(index.dense.ntotal)]) if index.dense.ntotal else np.zeros((0, 0))
     counts = index.rows["sentence_counts"].astype(np.int64)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     sv = index.sentence_vectors

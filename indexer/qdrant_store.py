@@ -135,13 +135,40 @@ class PublishResult:
     seconds: float
 
 
+class _DenseRows:
+    """Row i of a FAISS index's vectors: a view of a Flat / HNSW…,Flat index, else reconstructed in blocks
+    (an index that keeps its vectors elsewhere, such as IVF: its direct map is built once)."""
+
+    BLOCK = 4096
+
+    def __init__(self, faiss_index) -> None:
+        from indexer.vectors import flat_view
+
+        self.index = faiss_index
+        try:
+            self.view = flat_view(faiss_index)
+        except TypeError:
+            import faiss
+
+            self.view = None
+            faiss.extract_index_ivf(faiss_index).make_direct_map()
+            self._start, self._block = -1, np.zeros((0, faiss_index.d), np.float32)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if self.view is not None:
+            return self.view[i]
+        if not self._start <= i < self._start + len(self._block):
+            self._start = i - i % self.BLOCK
+            self._block = self.index.reconstruct_n(self._start, min(self.BLOCK, self.index.ntotal - self._start))
+        return self._block[i - self._start]
+
+
 def _points(index, mode: str) -> Iterator:
     from qdrant_client import models
 
     from indexer.store import section_keys
-    from indexer.vectors import flat_view
 
-    dense = flat_view(index.dense)
+    dense = _DenseRows(index.dense)
     counts = index.rows["sentence_counts"].astype(np.int64)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     sparse = sparse_documents(index.lexical, mode)

@@ -243,12 +243,13 @@ class Retriever:
         """Chunk-level cosine blended with the best sentence of the chunk (multi-vector), for `rows`."""
         q = query_vec.astype(np.float32)
         rows = np.asarray(rows, dtype=np.int64)
-        w = self.fusion.sentence_weight
         store_scores = getattr(self.store, "chunk_and_sentence_scores", None)  # a store that scores itself (Qdrant)
         if store_scores is not None and len(rows):
             chunk, best = store_scores(rows, q)
+            w = self.fusion.sentence_weight
             return chunk if w <= 0 else (1 - w) * chunk + w * best
         chunk = self.store.fetch(rows) @ q
+        w = self.fusion.sentence_weight
         if w <= 0 or not len(chunk):
             return chunk
         idx, off = self._sentence_rows(rows)

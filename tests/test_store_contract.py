@@ -167,3 +167,20 @@ def test_qdrant_payload_filters_equal_row_filters():
         both = np.intersect1d(doc_rows, sec_rows)
         assert (store.search_filtered(q, 7, doc_id="d1", section="s3")[0].tolist()
                 == store.search(q, 7, both)[0].tolist())
+
+
+@pytest.mark.parametrize("factory", ["Flat", "HNSW8,Flat", "IVF8,Flat"])
+def test_qdrant_publishing_reads_the_vectors_of_every_faiss_index_type(factory):
+    """A collection is written from the version's FAISS index, whatever its type (IVF keeps its vectors in
+    inverted lists: they are reconstructed in blocks)."""
+    import faiss
+
+    from indexer.qdrant_store import _DenseRows
+
+    vectors = unit_rows(5000, DIM, 21)
+    index = faiss.index_factory(DIM, factory, faiss.METRIC_INNER_PRODUCT)
+    index.train(vectors)
+    index.add(vectors)
+    rows = _DenseRows(index)
+    for i in (0, 1, 4095, 4096, 4999, 17, 4097):
+        np.testing.assert_array_equal(rows[i], vectors[i])
