@@ -29,9 +29,12 @@ def server():
     client = make_client(URL, api_key=os.environ.get("REPORTQA_QDRANT_API_KEY") or None)
     prefix = f"reportqa-test-{secrets.token_hex(3)}"
     yield client, prefix
+    from qdrant_client import models
+
     for a in client.get_aliases().aliases:
         if a.alias_name.startswith(prefix):
-            client.delete_alias(a.alias_name)
+            client.update_collection_aliases(change_aliases_operations=[
+                models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=a.alias_name))])
     for c in client.get_collections().collections:
         if c.name.startswith(prefix):
             client.delete_collection(c.name)
