@@ -13,7 +13,7 @@ COPY pyproject.toml README.md ./
 COPY indexer indexer
 COPY service service
 COPY eval eval
-RUN pip install .
+RUN pip install ".[qdrant]"
 COPY corpus corpus
 
 EXPOSE 8000

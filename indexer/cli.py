@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     b.add_argument("--fake-embedder", action="store_true", help="deterministic hashing embedder (tests only)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from indexer.qdrant_cli import add_backend_args
+
+    add_backend_args(b)
     e = sub.add_parser("ensure", help="build the index only if it is missing, stale or incompatible")
     e.add_argument("--corpus", type=Path, default=Path("corpus"))
     e.add_argument("--out", type=Path, default=Path("index"))
@@ -49,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--out", type=Path, default=Path("index"), help="index root (writes <out>/encoders/onnx)")
     x.add_argument("--to", type=Path, default=None, help="write to this directory instead")
     x.add_argument("--model-dir", type=Path, default=None, help="model directory (default: the bundled one)")
+    q = sub.add_parser("qdrant-publish", help="write an index version to Qdrant as a collection and point the "
+                                              "alias at it (an existing complete collection is reused)")
+    q.add_argument("--out", type=Path, default=Path("index"))
+    q.add_argument("--version", default=None, help="the version to publish (default: the one CURRENT names)")
+    q.add_argument("--keep", type=int, default=DEFAULT_KEEP)
+    q.add_argument("--no-switch", action="store_true", help="write the collection, leave the alias as it is")
+    add_backend_args(q, publish_only=True)
     return p
 
 
@@ -129,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         return _rollback(args.out, args.to)
     if args.command == "export-onnx":
         return _export_onnx(args)
+    if args.command == "qdrant-publish":
+        from indexer.qdrant_cli import publish_version
+
+        return publish_version(args, args.out, args.version, not args.no_switch, args.keep)
     if getattr(args, "keep", 1) < 1:
         print("error: --keep must be at least 1", file=sys.stderr)
         return EXIT_USAGE
@@ -164,4 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_CORPUS
     print(summary.to_text())
+    if getattr(args, "backend", "faiss") == "qdrant":  # the same version as a collection; the alias follows CURRENT
+        from indexer.qdrant_cli import publish_version
+
+        return publish_version(args, args.out, summary.index_version, not args.no_switch, args.keep)
     return 0

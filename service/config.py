@@ -53,6 +53,18 @@ class Settings(BaseSettings):
     reload_probes: int = Field(3, ge=1, le=20, description="probe queries a new index version must answer before "
                                                           "it is served (at start and on reload)")
 
+    # vector backend (README "Backends: FAISS or Qdrant")
+    backend: Literal["faiss", "qdrant"] = Field(
+        "faiss", description="where dense, best-sentence and BM25 scoring run: faiss (in this process, from the index "
+                             "directory) or qdrant (the collection the alias REPORTQA_QDRANT_ALIAS names; chunk "
+                             "records still come from the index directory's version of the same name)")
+    qdrant_url: str | None = Field(None, description="Qdrant server URL (e.g. http://qdrant:6333)")
+    qdrant_path: Path | None = Field(None, description="qdrant-client local mode on disk, when no URL is given "
+                                     "(one process at a time; tests and trials, not production)")
+    qdrant_api_key: SecretStr | None = Field(None, description="API key of the Qdrant server, if it needs one")
+    qdrant_alias: str = Field("reportqa", description="the alias naming the collection to serve")
+    qdrant_exact: bool = Field(True, description="exact scoring (as FAISS Flat); false: Qdrant's HNSW")
+
     def onnx_path(self) -> Path:
         return self.onnx_dir or self.index_dir / "encoders" / "onnx"
 

@@ -53,6 +53,8 @@ def create_app(settings: Settings | None = None, embedder: Embedder | None = Non
         loading.cancel()
         with suppress(asyncio.CancelledError):
             await loading
+        if resources.backend is not None:  # Qdrant: release the client (local mode on disk holds a lock)
+            resources.backend.close()
 
     app = FastAPI(title="reportqa", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Semantic search and extractive question answering with precise citations.")

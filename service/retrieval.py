@@ -221,6 +221,11 @@ class Retriever:
         """Chunk-level cosine blended with the best sentence of the chunk (multi-vector), for `rows`."""
         q = query_vec.astype(np.float32)
         rows = np.asarray(rows, dtype=np.int64)
+        store_scores = getattr(self.store, "chunk_and_sentence_scores", None)  # a store that scores itself (Qdrant)
+        if store_scores is not None and len(rows):
+            chunk, best = store_scores(rows, q)
+            w = self.fusion.sentence_weight
+            return chunk if w <= 0 else (1 - w) * chunk + w * best
         chunk = self.store.fetch(rows) @ q
         w = self.fusion.sentence_weight
         if w <= 0 or not len(chunk):
@@ -230,6 +235,9 @@ class Retriever:
         return (1 - w) * chunk + w * best
 
     def lexical_scores(self, query: str) -> np.ndarray:
+        store_bm25 = getattr(self.store, "bm25_scores", None)  # BM25 as the store's sparse vectors (Qdrant)
+        if store_bm25 is not None:
+            return store_bm25(analyze(query, self.bigrams))
         s = lexical_scores(self.index.lexical, query, self.bigrams)
         return s if s.size else np.zeros(len(self.chunks), dtype=np.float32)
 

@@ -29,6 +29,7 @@ from indexer.embed import Embedder, SentenceTransformerEmbedder
 from indexer.store import REBUILD_HINT, IndexData, IndexLoadError, load_index, version_dir
 from indexer.text import analyze
 from service.ask import Answerer, UnavailableAnswerer, load_answerer
+from service.backends import make_backend
 from service.batching import MicroBatcher
 from service.config import Settings
 from service.retrieval import MODES, FusionConfig, Retriever
@@ -93,6 +94,7 @@ class Resources:
         self.encoder_kind: str | None = None  # torch | onnx | onnx-int8 once the embedder is built (or given)
         self.encoder_note: str | None = None  # why `auto` fell back to torch
         self.on_reload = on_reload  # told each reload's outcome (True: swapped in), e.g. to count it in /metrics
+        self.backend = make_backend(settings)  # None: FAISS in this process; else Qdrant (service.backends)
         self._lock = threading.Lock()
 
     # read-only views of the current snapshot, for code that does not serve a request (metrics, readyz)
@@ -137,9 +139,12 @@ class Resources:
     def _build(self, path: Path) -> Snapshot:
         s = self.settings
         embedder = self._embedder()
+        if self.backend is not None:  # Qdrant: the version whose collection the alias names
+            path = self.backend.version_path(path)
         index = load_index(path, model_name=embedder.name, dim=embedder.dim, verify=s.verify_checksums)
         fusion = FusionConfig(alpha=s.fusion_alpha, sentence_weight=s.sentence_weight)
-        retriever = Retriever(index, embedder, fusion, cache_size=s.cache_size)
+        retriever = Retriever(index, embedder, fusion, cache_size=s.cache_size,
+                              store=self.backend.store(index) if self.backend is not None else None)
         snapshot = Snapshot(settings=s, embedder=embedder, index=index, retriever=retriever,
                             # no calibration that fits the index: /v1/ask answers 503 with the reason, search serves
                             answerer=load_answerer(retriever, [index.path, s.index_dir], s.calibration),

@@ -22,7 +22,8 @@ def test_docker_compose_file_validates():
     assert "reportqa" in r.stdout and "/readyz" in r.stdout
     config = yaml.safe_load(r.stdout)
     services = config["services"]
-    assert set(services) == {"indexer", "api", "lb"}
+    assert set(services) == {"indexer", "api", "lb", "qdrant"}
+    assert services["qdrant"]["profiles"] == ["qdrant"]  # optional: only with --profile qdrant (test_qdrant_compose)
     # the indexer job builds a new version into the shared volume; the api replicas mount it read-only
     assert services["indexer"]["command"][:2] == ["sh", "-c"]
     assert "python -m indexer build" in services["indexer"]["command"][2]

@@ -1,0 +1,347 @@
+"""The Qdrant backend on qdrant-client's local mode: BM25 as sparse vectors equals bm25s, retrieval through
+Qdrant equals retrieval through FAISS (every mode, filters, a small dense pool), the service serves the alias
+and follows it on reload, an alias switch during searches loses no request, retention and the CLI."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexer.lexical import lexical_scores
+from indexer.qdrant_store import (
+    QdrantStore,
+    alias_target,
+    collection_name,
+    collections_of,
+    make_client,
+    publish,
+    switch_alias,
+)
+from indexer.store import load_index, version_dir
+from indexer.text import analyze
+from tests.conftest import ADMIN_TOKEN, DOC_ID, MARKER_QUERY, copy_root
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+MARKER_DOC = {"alpha": "census-alpha", "bravo": "census-bravo"}
+
+
+def report_questions(split: str = "test") -> list[str]:
+    from eval.datasets import load_report_set
+
+    return [q.text for q in load_report_set(split).queries]
+
+
+def store_for(client, index, alias: str = "reportqa") -> QdrantStore:
+    return QdrantStore(client, collection_name(alias, index.version), int(index.manifest["model"]["dim"]),
+                       vocab=index.lexical.vocab_dict)
+
+
+@pytest.fixture
+def qclient():
+    """An in-memory Qdrant (local mode), closed after the test."""
+    client = make_client()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def fake(fake_index):
+    return load_index(fake_index)
+
+
+@pytest.fixture(scope="module")
+def published(fake):
+    """The fake-embedder report index in an in-memory Qdrant, twice: BM25 with global idf and with Modifier.IDF."""
+    client = make_client()
+    publish(client, fake, alias="global", mode="global")
+    publish(client, fake, alias="modifier", mode="modifier")
+    yield client
+    client.close()
+
+
+@pytest.mark.parametrize("mode", ["global", "modifier"])
+def test_bm25_as_sparse_vectors_equals_bm25s(fake, published, mode):
+    """Stored values idf·tf/(tf+k1·(1−b+b·dl/avgdl)) with query values 1.0 ("global"), or the same without idf
+    and Modifier.IDF ("modifier"): the scores of bm25s (lucene) for every chunk, repeated terms included."""
+    store = store_for(published, fake, mode)
+    bigrams = fake.manifest["lexical"]["bigrams"]
+    questions = report_questions("dev") + ["Kata Containers Kata Containers", "zzzunknownword", "the of and"]
+    matched = 0
+    for q in questions:
+        want = lexical_scores(fake.lexical, q, bigrams)
+        got = store.bm25_scores(analyze(q, bigrams))
+        if not want.size:
+            want = np.zeros(len(fake.chunks), np.float32)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=q)
+        matched += int((want > 0).sum())
+    assert matched > 100  # the questions really matched chunks
+
+
+def _same_hits(a, b, what: str) -> None:
+    assert [h.index for h in a] == [h.index for h in b], what
+    np.testing.assert_allclose([h.score for h in a], [h.score for h in b], atol=1e-5, err_msg=what)
+    np.testing.assert_allclose([h.lexical for h in a], [h.lexical for h in b], atol=1e-4, err_msg=what)
+    if a and a[0].dense is not None:
+        np.testing.assert_allclose([h.dense for h in a], [h.dense for h in b], atol=1e-5, err_msg=what)
+
+
+@pytest.mark.parametrize("pool", [256, 8])
+def test_retrieval_through_qdrant_equals_retrieval_through_faiss(fake, published, fake_embedder, monkeypatch, pool):
+    """Every mode, with no filter, a document filter and a section filter; pool 8 makes the dense pool come
+    from the store's search (the report's 39 chunks are otherwise all scored)."""
+    import service.retrieval as retrieval
+
+    monkeypatch.setattr(retrieval, "DENSE_POOL", pool)
+    faiss_r = retrieval.Retriever(fake, fake_embedder)
+    qdrant_r = retrieval.Retriever(fake, fake_embedder, store=store_for(published, fake, "global"))
+    filters = [{}, {"doc_id": DOC_ID}, {"section": "OpenInfra Asia"}, {"section": "Kata Containers"}]
+    compared = 0
+    for q in report_questions("test")[:30]:
+        for mode in ("hybrid", "dense", "lexical"):
+            for f in filters:
+                a = faiss_r.search(q, k=10, mode=mode, **f)
+                b = qdrant_r.search(q, k=10, mode=mode, **f)
+                _same_hits(a, b, f"{q} {mode} {f}")
+                compared += len(a)
+    assert compared > 1000
+
+
+def _qdrant_app(root: Path, embedder, client, monkeypatch, **settings):
+    """A TestClient of the service with REPORTQA_BACKEND=qdrant on `client` (an in-memory Qdrant shared with
+    the test, which publishes into it)."""
+    import service.state
+    from service.backends import QdrantBackend
+    from tests.conftest import make_client as make_test_client
+
+    monkeypatch.setattr(service.state, "make_backend", lambda s: QdrantBackend(s, client))
+    return make_test_client(root, embedder, backend="qdrant", admin_token=ADMIN_TOKEN, **settings)
+
+
+def test_the_service_answers_the_same_through_qdrant(qclient, fake_index, fake, fake_embedder, monkeypatch):
+    """/v1/search (every mode, filters) and /v1/ask give the same bodies on both backends, took_ms aside."""
+    from tests.conftest import make_client as make_test_client
+
+    publish(qclient, fake)
+
+    def strip(body):  # took_ms aside; scores to 4 decimals (float32 sums in another order differ by ~1e-7)
+        if isinstance(body, dict):
+            return {k: strip(v) for k, v in body.items() if k != "took_ms"}
+        if isinstance(body, list):
+            return [strip(v) for v in body]
+        return round(body, 4) if isinstance(body, float) else body
+
+    requests = [("/v1/search", {"query": q, "k": 5, "mode": m, "filters": f})
+                for q in report_questions("test")[:12] for m in ("hybrid", "dense", "lexical")
+                for f in ({}, {"section": "OpenInfra Asia"})]
+    requests += [("/v1/ask", {"question": q}) for q in report_questions("test")[:20]]
+    with make_test_client(fake_index, fake_embedder) as fc:
+        want = [fc.post(path, json=body) for path, body in requests]
+    with _qdrant_app(fake_index, fake_embedder, qclient, monkeypatch) as qc:
+        assert qc.get("/readyz").status_code == 200
+        got = [qc.post(path, json=body) for path, body in requests]
+    for (path, body), w, g in zip(requests, want, got, strict=True):
+        assert w.status_code == g.status_code == 200, (path, body, g.text[:300])
+        assert strip(g.json()) == strip(w.json()), (path, body)
+
+
+def test_no_alias_is_not_ready_with_the_reason(qclient, fake_index, fake_embedder, monkeypatch):
+    with _qdrant_app(fake_index, fake_embedder, qclient, monkeypatch) as c:
+        r = c.get("/readyz")
+        assert r.status_code == 503
+        assert "no alias 'reportqa'" in r.text and "--backend qdrant" in r.text
+
+
+def test_reload_follows_the_alias_and_refuses_a_version_without_collection(qclient, two_versions, fake_embedder,
+                                                                           tmp_path, monkeypatch):
+    root, a, b = copy_root(two_versions, tmp_path / "index")
+    publish(qclient, load_index(version_dir(root, a)))
+    with _qdrant_app(root, fake_embedder, qclient, monkeypatch) as c:
+        assert c.get("/readyz").json()["index_version"] == a
+        r = c.post("/v1/admin/reload", headers=AUTH, json={"version": b})  # B has no collection yet
+        assert r.status_code >= 400 and "no collection" in r.text
+        assert c.get("/readyz").json()["index_version"] == a  # still serving A
+        publish(qclient, load_index(version_dir(root, b)))  # B written and the alias switched to it
+        r = c.post("/v1/admin/reload", headers=AUTH)
+        assert r.status_code == 200 and r.json() == {"previous": a, "current": b}
+        body = c.get("/v1/search", params={"q": MARKER_QUERY, "k": 1}).json()
+        assert body["index_version"] == b and body["results"][0]["citation"]["doc_id"] == MARKER_DOC["bravo"]
+        switch_alias(qclient, "reportqa", collection_name("reportqa", a))  # a rollback is an alias switch
+        assert c.post("/v1/admin/reload", headers=AUTH).json() == {"previous": b, "current": a}
+
+
+def test_alias_switches_during_searches_lose_no_request(qclient, two_versions, fake_embedder, record_property):
+    """Four threads search through the alias while the main thread switches it between A's and B's collections
+    200 times; every search succeeds and returns exactly A's or B's answer."""
+    root, a, b = two_versions
+    idx = {v: load_index(version_dir(root, v)) for v in (a, b)}
+    for v in (a, b):
+        publish(qclient, idx[v])
+    q = np.asarray(fake_embedder.encode([MARKER_QUERY])[0], dtype=np.float32).tolist()
+
+    def search(collection: str) -> list[str]:  # chunk ids (hashes of document, headings and text) of the top 3
+        res = qclient.query_points(collection, query=q, using="chunk", limit=3, with_payload=["chunk_id"])
+        return [p.payload["chunk_id"] for p in res.points]
+
+    expected = {v: search(collection_name("reportqa", v)) for v in (a, b)}  # each asked by its concrete name
+    assert len(expected[a]) == 3 and expected[a] != expected[b]  # the answers can be told apart (the census chunk)
+    stop = threading.Event()
+    counts = {a: 0, b: 0}
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def searcher() -> None:
+        while not stop.is_set():
+            try:
+                got = search("reportqa")
+            except Exception as e:  # a lost request
+                failures.append(f"{type(e).__name__}: {e}")
+                continue
+            which = [v for v in (a, b) if expected[v] == got]
+            with lock:
+                if which:
+                    counts[which[0]] += 1
+                else:
+                    failures.append(f"neither version's answer: {got}")
+
+    threads = [threading.Thread(target=searcher) for _ in range(4)]
+    for t in threads:
+        t.start()
+    switches = 0
+
+    def done() -> int:
+        with lock:
+            return counts[a] + counts[b] + len(failures)
+
+    try:
+        for i in range(200):
+            switch_alias(qclient, "reportqa", collection_name("reportqa", a if i % 2 else b))
+            switches += 1
+            seen = done()  # let the searchers run a few searches against this alias target before the next switch
+            for _ in range(20_000):
+                if done() >= seen + 4:
+                    break
+                time.sleep(0.0005)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    searches = counts[a] + counts[b] + len(failures)
+    print(f"\nalias switches: {switches}; searches through the alias: {searches}, failed or mixed: {len(failures)}; "
+          f"answered by A: {counts[a]}, by B: {counts[b]}")
+    record_property("alias_switch", {"switches": switches, "searches": searches, "failures": len(failures)})
+    assert failures == []
+    assert counts[a] > 0 and counts[b] > 0
+    assert alias_target(qclient, "reportqa") == collection_name("reportqa", a)
+
+
+def test_reloads_following_alias_switches_while_clients_search(qclient, two_versions, fake_embedder, tmp_path,
+                                                                monkeypatch, record_property):
+    """The service on the Qdrant backend: the alias alternates between A and B, each switch followed by
+    POST /v1/admin/reload, while four client threads search and ask; every request succeeds and its results
+    come from the version its index_version names."""
+    root, a, b = copy_root(two_versions, tmp_path / "index")
+    for v in (b, a):
+        publish(qclient, load_index(version_dir(root, v)))  # the alias ends on A
+    expected = {a: MARKER_DOC["alpha"], b: MARKER_DOC["bravo"]}
+    stop = threading.Event()
+    failures: list[str] = []
+    served = {a: 0, b: 0}
+    lock = threading.Lock()
+    with _qdrant_app(root, fake_embedder, qclient, monkeypatch) as c:
+        def client_loop(n: int) -> None:
+            i = 0
+            while not stop.is_set():
+                mode = ("lexical", "hybrid", "dense", "ask")[(n + i) % 4]
+                i += 1
+                if mode == "ask":
+                    r = c.post("/v1/ask", json={"question": "Who counted the flamingos for the flamingo census?"})
+                else:
+                    r = c.get("/v1/search", params={"q": MARKER_QUERY, "mode": mode, "k": 3})
+                if r.status_code != 200:
+                    failures.append(f"{mode}: {r.status_code} {r.text[:200]}")
+                    continue
+                body = r.json()
+                docs = [p["citation"]["doc_id"] for p in body.get("results", body.get("passages", []))]
+                version = body["index_version"]
+                if version not in expected or expected[version] not in docs[:1]:
+                    failures.append(f"{mode}: index_version {version} but first passage from {docs[:1]}")
+                with lock:
+                    served[version] = served.get(version, 0) + 1
+
+        threads = [threading.Thread(target=client_loop, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        reloads, reload_failures = 0, []
+        try:
+            for i in range(40):
+                target = b if i % 2 == 0 else a
+                switch_alias(qclient, "reportqa", collection_name("reportqa", target))
+                r = c.post("/v1/admin/reload", headers=AUTH)
+                reloads += 1
+                if r.status_code != 200 or r.json()["current"] != target:
+                    reload_failures.append(f"{r.status_code} {r.text[:200]}")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=30)
+    requests = sum(served.values()) + len(failures)
+    print(f"\nalias switches + reloads: {reloads} ({len(reload_failures)} failed); client requests: {requests}, "
+          f"failed or inconsistent: {len(failures)}; served by A: {served[a]}, by B: {served[b]}")
+    record_property("qdrant_reloads", {"reloads": reloads, "requests": requests, "failures": len(failures)})
+    assert reload_failures == [] and failures == []
+    assert served[a] > 0 and served[b] > 0
+
+
+def test_publish_keeps_n_collections_never_the_aliased_one_and_reuses_a_complete_one(qclient, two_versions):
+    root, a, b = two_versions
+    ia, ib = load_index(version_dir(root, a)), load_index(version_dir(root, b))
+    r = publish(qclient, ia, keep=1)
+    ca, cb = collection_name("reportqa", a), collection_name("reportqa", b)
+    assert (r.collection, r.switched, r.reused, r.points) == (ca, True, False, len(ia.chunks))
+    r = publish(qclient, ib, keep=1, activate=False)  # B written, alias still on A: keep=1 cannot drop A
+    assert collections_of(qclient, "reportqa") == sorted([ca, cb])
+    assert alias_target(qclient, "reportqa") == collection_name("reportqa", a)
+    r = publish(qclient, ib, keep=1)  # B complete already: reused, alias moved, A pruned
+    assert r.reused and r.pruned == [collection_name("reportqa", a)]
+    assert collections_of(qclient, "reportqa") == [collection_name("reportqa", b)]
+    # an incomplete collection (an upload that died) is rewritten, not reused
+    qclient.delete(collection_name("reportqa", b), points_selector=[0, 1])
+    switch_alias(qclient, "reportqa", collection_name("reportqa", b))
+    from indexer.qdrant_store import QdrantBackendError
+
+    with pytest.raises(QdrantBackendError, match="incomplete"):
+        publish(qclient, ib)  # not while the alias names it
+    publish(qclient, ia)
+    r = publish(qclient, ib)
+    assert not r.reused and qclient.count(r.collection, exact=True).count == len(ib.chunks)
+
+
+@pytest.mark.slow
+def test_cli_build_backend_qdrant_then_the_service_serves_the_alias(tmp_path, fake_embedder):
+    """`python -m indexer build --backend qdrant --qdrant-path` writes the version and its collection and
+    switches both; a service with REPORTQA_QDRANT_PATH serves it (local mode on disk: one process at a time)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import CORPUS, ROOT, calibrate_for_tests
+    from tests.conftest import make_client as make_test_client
+
+    out, qpath = tmp_path / "index", tmp_path / "qdrant"
+    cmd = [sys.executable, "-m", "indexer", "build", "--corpus", str(CORPUS), "--out", str(out), "--fake-embedder",
+           "--no-progress", "--backend", "qdrant", "--qdrant-path", str(qpath)]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "alias reportqa switched to it" in p.stdout
+    version = load_index(out).version
+    calibrate_for_tests(out)
+    with make_test_client(out, fake_embedder, backend="qdrant", qdrant_path=qpath) as c:
+        body = c.get("/readyz").json()
+        assert body["index_version"] == version
+        assert c.get("/v1/search", params={"q": "Kata Containers", "k": 3}).json()["results"]
+    p = subprocess.run([*cmd[:3], "qdrant-publish", "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)  # no --qdrant-url/--qdrant-path: a clean error
+    assert p.returncode == 5 and "needs --qdrant-url or --qdrant-path" in p.stderr
