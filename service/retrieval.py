@@ -20,6 +20,7 @@ import numpy as np
 from indexer.embed import Embedder
 from indexer.lexical import lexical_scores
 from indexer.store import IndexData
+from indexer.text import analyze
 from indexer.vectors import FaissStore, VectorStore, topk
 
 MODES = ("hybrid", "dense", "lexical")
