@@ -168,7 +168,8 @@ def _points(index, mode: str) -> Iterator:
 
     from indexer.store import section_keys
 
-    dense = _DenseRows(index.dense)
+    # the exact float32 vectors by row (an IVF index's are in chunk_vectors.npy; its lists hold 8-bit codes)
+    dense = index.chunk_vectors if index.chunk_vectors is not None else _DenseRows(index.dense)
     counts = index.rows["sentence_counts"].astype(np.int64)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     sparse = sparse_documents(index.lexical, mode)
