@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         def serve(tree: Path, index: Path, port: int, name: str, extra: dict | None = None) -> subprocess.Popen:
             with open(logs / f"{name}.log", "wb") as log:
                 return subprocess.Popen(
-                    [sys.executable, "-m", "service.serve"], cwd=tree, stdout=log, stderr=subprocess.STDOUT,
+                    [sys.executable, "-m", "service"], cwd=tree, stdout=log, stderr=subprocess.STDOUT,
                     env={**env, "PYTHONPATH": str(tree), "HOST": "127.0.0.1", "PORT": str(port),
                          "REPORTQA_WORKERS": str(args.workers), "REPORTQA_INDEX_DIR": str(index.resolve()),
                          "REPORTQA_TORCH_THREADS": str(args.torch_threads),

@@ -64,9 +64,17 @@ def normalize_token(tok: str) -> str:
     return tok
 
 
-def token_spans(text: str) -> list[tuple[int, int, str]]:
-    """(start, end, normalized token) for every word of `text`, stop words included."""
+def _token_spans(text: str) -> list[tuple[int, int, str]]:
     return [(m.start(), m.end(), normalize_token(m.group(0))) for m in _TOKEN.finditer(text)]
+
+
+@lru_cache(maxsize=4096)
+def token_spans(text: str) -> tuple[tuple[int, int, str], ...]:
+    """(start, end, normalized token) for every word of `text`, stop words included.
+
+    Memoized (the service reads the same retrieved sentences again and again: /v1/ask spent two thirds of its
+    answering time here); the indexer's `analyze` of every chunk, seen once, does not go through the cache."""
+    return tuple(_token_spans(text))
 
 
 @lru_cache(maxsize=65536)
@@ -78,19 +86,21 @@ def analyze(text: str, bigrams: bool = False) -> list[str]:
     """Lexical analysis for BM25: normalized, stop words removed, stemmed; with `bigrams`, each pair of
     neighbouring terms is added as one more term ("days_china"), so that names made of several words
     count for more than their words scattered over a passage."""
-    terms = [stem(t) for _, _, t in token_spans(text) if t not in STOPWORDS]
+    terms = [stem(t) for _, _, t in _token_spans(text) if t not in STOPWORDS]
     if bigrams:
         terms += [f"{a}_{b}" for a, b in zip(terms, terms[1:], strict=False)]
     return terms
 
 
-def stem_set(text: str) -> set[str]:
-    """Every word of `text`, normalized and stemmed, stop words included (for "does this text say X?")."""
-    return {stem(t) for _, _, t in token_spans(text)}
+@lru_cache(maxsize=4096)
+def stem_set(text: str) -> frozenset[str]:
+    """Every word of `text`, normalized and stemmed, stop words included (for "does this text say X?").
+    Memoized, like token_spans."""
+    return frozenset(stem(t) for _, _, t in token_spans(text))
 
 
 def word_set(text: str) -> set[str]:
-    return {t for _, _, t in token_spans(text) if t not in STOPWORDS}
+    return {t for _, _, t in _token_spans(text) if t not in STOPWORDS}
 
 
 def overlap(a: Iterable[str], b: Iterable[str]) -> float:

@@ -3,6 +3,8 @@ and packed, whole sentences only, into an exact token budget."""
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from indexer.text import sentence_spans
 from indexer.tokens import count_tokens
 from service.highlights import query_terms, spans_for
@@ -76,6 +78,12 @@ def _block(p: dict, text: str) -> str:
     return f"[{p['n']}] {' > '.join(p['citation']['heading_path']) or p['citation']['doc_title']}\n{text}"
 
 
+@lru_cache(maxsize=2048)
+def _count(enc, text: str) -> int:
+    """Exact token count of `text`, memoized: the same passages are packed for many questions."""
+    return len(enc.encode(text, disallowed_special=()))
+
+
 def pack_context(passages: list[dict], budget: int, enc, must: int | None = None) -> tuple[str, set[int], int]:
     """Numbered passages, whole sentences only, whose total token count is at most `budget`.
 
@@ -83,7 +91,7 @@ def pack_context(passages: list[dict], budget: int, enc, must: int | None = None
     whole keeps its leading sentences that do. Each passage's token count is set here, exactly.
     """
     def count(s: str) -> int:
-        return len(enc.encode(s, disallowed_special=()))
+        return _count(enc, s)
 
     if not passages:  # nothing retrieved: an empty context, not an error
         return "", set(), 0

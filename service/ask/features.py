@@ -38,7 +38,7 @@ class Signals:
     lexical_top: float  # the highest BM25 score of any chunk
 
     @property
-    def answer_window_stems(self) -> set[str]:
+    def answer_window_stems(self) -> frozenset[str]:
         """Stems of the best sentence read with its section heading."""
         if self.best is None:
             return stem_set("")
