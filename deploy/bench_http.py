@@ -56,12 +56,18 @@ async def _client(c, request, stop_at, qs, unique, seq, lat, errs, rnd, max_requ
             errs.append(time.perf_counter() - t)
 
 
+# one counter for the whole run: a `unique` query is never sent twice, not even by a later step to another
+# target of the same server (with a counter per step, /v1/ask's "new" questions were the ones /v1/search had
+# just been sent, and the query-vector cache answered their encoding)
+_SEQ = itertools.count()
+
+
 async def closed_loop(request, clients: int, seconds: float, qs: list[str], unique: bool,
                       max_requests: int = 1_000_000) -> dict:
     """load.py's loop: `clients` concurrent clients for `seconds`; `request(client, q)` sends one request."""
     lat: list[float] = []
     errs: list[float] = []
-    seq, count = itertools.count(), [0]
+    seq, count = _SEQ, [0]
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=clients)) as c:
         await request(c, "warm up")
         stop_at = time.perf_counter() + seconds
