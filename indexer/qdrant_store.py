@@ -248,10 +248,12 @@ def prune_collections(client, alias: str, keep: int) -> list[str]:
 
 
 def publish(client, index, alias: str = DEFAULT_ALIAS, activate: bool = True, keep: int = 3,
-            mode: str = "global", shards: int | None = None, replicas: int | None = None) -> PublishResult:
+            mode: str = "global", shards: int | None = None, replicas: int | None = None,
+            prune: bool = True) -> PublishResult:
     """Write the loaded index version `index` (indexer.store.IndexData) as the collection <alias>--<version>,
-    point `alias` at it (when `activate`) and prune collections beyond `keep`. A collection of that name
-    holding every point already is reused (only the alias moves); one that is incomplete is rewritten."""
+    point `alias` at it (when `activate`) and prune collections beyond `keep` (unless not `prune`: a
+    rollback deletes nothing). A collection of that name holding every point already is reused (only the
+    alias moves); one that is incomplete is rewritten."""
     if keep < 1:
         raise ValueError("keep must be at least 1")
     t0 = time.time()
@@ -285,7 +287,7 @@ def publish(client, index, alias: str = DEFAULT_ALIAS, activate: bool = True, ke
             raise QdrantBackendError(f"collection {name} holds {count} points after the upload, expected {n}")
     if activate:
         switch_alias(client, alias, name)
-    pruned = prune_collections(client, alias, keep)
+    pruned = prune_collections(client, alias, keep) if prune else []
     return PublishResult(name, alias, n, activate, reused, pruned, round(time.time() - t0, 2))
 
 

@@ -451,3 +451,97 @@ def test_cli_build_backend_qdrant_then_the_service_serves_the_alias(tmp_path, fa
     p = subprocess.run([*cmd[:3], "qdrant-publish", "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)  # no --qdrant-url/--qdrant-path: a clean error
     assert p.returncode == 5 and "needs --qdrant-url or --qdrant-path" in p.stderr
+
+
+class _OnDisk:
+    """qdrant-client local mode at `path`, opened for a moment (the CLI under test opens it too: one at a time)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self):
+        self.client = make_client(path=self.path)
+        return self.client
+
+    def __exit__(self, *exc) -> None:
+        self.client.close()
+
+
+def test_rollback_with_the_qdrant_backend_moves_current_and_the_alias(two_versions, tmp_path, monkeypatch, capsys):
+    """`rollback --backend qdrant`: CURRENT and the alias move together (the alias in one request, nothing
+    pruned); a version whose collection is gone is written first; if the alias cannot move, CURRENT is put
+    back; without a Qdrant to open nothing moves."""
+    import indexer.qdrant_store
+    from indexer.cli import main
+    from indexer.store import read_current, set_current
+
+    root, a, b = copy_root(two_versions, tmp_path / "index")
+    qpath = tmp_path / "qdrant"
+    ca, cb = collection_name("reportqa", a), collection_name("reportqa", b)
+    with _OnDisk(qpath) as client:
+        for v in (a, b):
+            publish(client, load_index(version_dir(root, v)))  # the alias ends on B
+    set_current(root, b)
+    args = ["--out", str(root), "--backend", "qdrant", "--qdrant-path", str(qpath)]
+    assert main(["rollback", *args]) == 0
+    assert f"CURRENT: {b} -> {a}" in capsys.readouterr().out
+    assert read_current(root) == a
+    with _OnDisk(qpath) as client:
+        assert alias_target(client, "reportqa") == ca
+        assert collections_of(client, "reportqa") == sorted([ca, cb])  # nothing pruned
+        client.delete_collection(cb)  # B's collection pruned meanwhile
+    assert main(["rollback", "--to", b, *args]) == 0
+    assert "written" in capsys.readouterr().out
+    assert read_current(root) == b
+    with _OnDisk(qpath) as client:
+        assert alias_target(client, "reportqa") == cb
+        assert client.count(cb, exact=True).count == len(load_index(version_dir(root, b)).chunks)
+
+    def refused(*a, **k):
+        raise RuntimeError("the server said no")
+
+    monkeypatch.setattr(indexer.qdrant_store, "publish", refused)
+    assert main(["rollback", "--to", a, *args]) == 5
+    assert f"CURRENT put back to {b}" in capsys.readouterr().err
+    assert read_current(root) == b
+    with _OnDisk(qpath) as client:
+        assert alias_target(client, "reportqa") == cb
+    monkeypatch.delenv("REPORTQA_QDRANT_URL", raising=False)
+    monkeypatch.delenv("REPORTQA_QDRANT_PATH", raising=False)
+    assert main(["rollback", "--out", str(root), "--backend", "qdrant"]) == 5  # no Qdrant named: nothing moves
+    assert "needs --qdrant-url or --qdrant-path" in capsys.readouterr().err and read_current(root) == b
+
+
+def test_ensure_with_the_qdrant_backend_points_the_alias_at_currents_collection(two_versions, tmp_path, monkeypatch,
+                                                                                capsys, fake_embedder):
+    """`ensure --backend qdrant` on an up-to-date index writes CURRENT's collection when it has none and
+    points the alias at it; on a stale one it builds and publishes (as `build --backend qdrant`)."""
+    import indexer.cli
+    import indexer.embed
+    from indexer.cli import main
+    from indexer.store import read_current
+
+    root, a, b = copy_root(two_versions, tmp_path / "index")
+    qpath = tmp_path / "qdrant"
+    args = ["ensure", "--out", str(root), "--no-progress", "--backend", "qdrant", "--qdrant-path", str(qpath)]
+    monkeypatch.setattr(indexer.cli, "stale_reason", lambda corpus, out: None)  # up to date (A)
+    assert main(args) == 0
+    assert "up to date" in capsys.readouterr().out
+    with _OnDisk(qpath) as client:
+        assert alias_target(client, "reportqa") == collection_name("reportqa", a)
+        publish(client, load_index(version_dir(root, b)))  # the alias moved elsewhere by hand
+    assert main(args) == 0
+    assert "reused" in capsys.readouterr().out
+    with _OnDisk(qpath) as client:
+        assert alias_target(client, "reportqa") == collection_name("reportqa", a)
+    # stale: built again (the fake embedder standing in for the model) and published
+    monkeypatch.setattr(indexer.cli, "stale_reason", lambda corpus, out: "the corpus has changed")
+    monkeypatch.setattr(indexer.embed, "SentenceTransformerEmbedder", lambda *a, **k: fake_embedder)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "doc.md").write_text("# Census\n\nThe flamingo census counted flamingos at the lake.\n")
+    assert main([*args, "--corpus", str(corpus)]) == 0
+    new = read_current(root)
+    assert new not in (a, b)
+    with _OnDisk(qpath) as client:
+        assert alias_target(client, "reportqa") == collection_name("reportqa", new)
