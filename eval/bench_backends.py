@@ -68,6 +68,25 @@ class RecordingTarget:
                 "confidence": round(float(d["confidence"]), 6)}
 
 
+class CountingClient:
+    """A QdrantClient whose requests (method calls) are counted: the local-mode store's requests per query."""
+
+    def __init__(self, client) -> None:
+        self._wrapped = client
+        self.calls = 0
+
+    def __getattr__(self, name):
+        attr = getattr(self._wrapped, name)
+        if name.startswith("_") or not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            self.calls += 1
+            return attr(*args, **kwargs)
+
+        return call
+
+
 def stores_for(index, tmp: Path) -> tuple[dict, list]:
     """{name: store or None (FAISS: the retriever's default)} and what to close afterwards."""
     from indexer.qdrant_edge import EdgeStore, shard_from_index
@@ -82,7 +101,8 @@ def stores_for(index, tmp: Path) -> tuple[dict, list]:
     shard = shard_from_index(tmp / "edge", index)
     log.info("edge: %d points written in %.1f s", len(index.chunks), time.time() - t0)
     return ({"faiss": None,
-             "qdrant-local": QdrantStore(client, collection_name("bench", index.version), dim, vocab=vocab),
+             "qdrant-local": QdrantStore(CountingClient(client), collection_name("bench", index.version), dim,
+                                         ntotal=len(index.chunks), vocab=vocab),
              "qdrant-edge": EdgeStore(shard, dim, len(index.chunks), vocab)},
             [client, shard])
 
@@ -109,7 +129,12 @@ def quality(name: str, dataset, index_dir: Path, embedder, fusion, ask: bool, tm
         row: dict = {}
         for n, t in targets.items():
             t0 = time.time()
+            client = getattr(stores[n], "client", None)
+            calls, ties = getattr(client, "calls", 0), getattr(stores[n], "tie_extensions", 0)
             r = evaluate_mode(dataset, t, mode, progress=False, fresh_cache=False)
+            if isinstance(client, CountingClient):  # Qdrant requests per query, ties past the BM25 limit
+                row[f"requests per query {n}"] = round((client.calls - calls) / len(dataset.queries), 3)
+                row[f"bm25 tie extensions {n}"] = stores[n].tie_extensions - ties
             row[f"ndcg@10 {n}"] = round(r.metrics["ndcg@10"], 4)
             log.info("%s %s %s: nDCG@10 %.4f (%.0f s)", name, mode, n, r.metrics["ndcg@10"], time.time() - t0)
         for n in ("qdrant-local", "qdrant-edge"):

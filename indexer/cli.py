@@ -42,11 +42,13 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--out", type=Path, default=Path("index"))
     e.add_argument("--keep", type=int, default=DEFAULT_KEEP)
     e.add_argument("--no-progress", action="store_true")
+    add_backend_args(e)  # qdrant: the alias follows CURRENT (its collection written if missing)
     v = sub.add_parser("versions", help="list the versions of an index root, marking the current one")
     v.add_argument("--out", type=Path, default=Path("index"))
     r = sub.add_parser("rollback", help="point CURRENT at the previous version (or --to VERSION), after checking it")
     r.add_argument("--out", type=Path, default=Path("index"))
     r.add_argument("--to", default=None, help="the version to serve (default: the newest one older than CURRENT)")
+    add_backend_args(r)  # qdrant: the alias moves to the collection of that version too
     x = sub.add_parser("export-onnx", help="export the embedding model to ONNX (fp32 and int8) for "
                                            "REPORTQA_ENCODER=onnx|onnx-int8; nothing is done if it is up to date")
     x.add_argument("--out", type=Path, default=Path("index"), help="index root (writes <out>/encoders/onnx)")
@@ -136,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "versions":
         return _versions(args.out)
     if args.command == "rollback":
+        if args.backend == "qdrant":
+            from indexer.qdrant_cli import rollback as rollback_qdrant
+
+            return rollback_qdrant(args)
         return _rollback(args.out, args.to)
     if args.command == "export-onnx":
         return _export_onnx(args)
@@ -157,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_CORPUS
         if reason is None:
             print(f"index {args.out} is up to date")
+            if args.backend == "qdrant":  # the alias names CURRENT's collection (written if missing)
+                from indexer.qdrant_cli import publish_version
+
+                return publish_version(args, args.out, None, True, args.keep)
             return 0
         print(f"building {args.out}: {reason}")
         args.model_dir, args.threads, args.fake_embedder = None, None, False

@@ -2,7 +2,8 @@
 
 Not a serving backend. It cross-checks the scoring that qdrant-client's local mode (pure Python) reproduces
 with the real engine (tests/test_qdrant_edge.py), and it measures the single-shard engine cost of a query
-(eval/bench_backends.py), which local mode cannot. `EdgeStore` has the same methods as `QdrantStore`, so
+(eval/bench_backends.py), which local mode cannot. `EdgeStore` has the same methods as `QdrantStore` (its
+`query_scores` is the same QueryPlanner sending the same requests), so
 `service.retrieval.Retriever(..., store=EdgeStore(...))` runs the service's retrieval on the engine.
 """
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.qdrant_store import DENSE, SENTENCES, SPARSE, sparse_documents, sparse_query
+from indexer.qdrant_store import DENSE, SENTENCES, SPARSE, QueryPlanner, sparse_documents, sparse_query
 
 BATCH = 512
 
@@ -80,7 +81,7 @@ def shard_from_index(path: Path, index, mode: str = "global", exact: bool = True
     return shard
 
 
-class EdgeStore:
+class EdgeStore(QueryPlanner):
     """VectorStore (+ the two scorers) over an EdgeShard; see QdrantStore for the meaning of each method."""
 
     def __init__(self, shard, dim: int, ntotal: int, vocab: dict[str, int] | None = None, exact: bool = True) -> None:
@@ -149,6 +150,26 @@ class EdgeStore:
             order = np.argsort(r)
             out.append(s[order][np.searchsorted(uniq, rows)].astype(np.float32))
         return out[0], out[1]
+
+    # -- the primitives of QueryPlanner (query_scores: the service's path, the same requests as QdrantStore)
+    def _req(self, using: str, query, flt, limit: int, threshold: float | None = None):
+        e = self._e
+        return e.QueryRequest(limit=int(limit), query=e.Query.Nearest(query, using=using), filter=flt,
+                              score_threshold=threshold, params=None if using == SPARSE else self._params,
+                              with_payload=False, with_vector=False)
+
+    def _run(self, req) -> tuple[np.ndarray, np.ndarray]:
+        return self._unpack(self.shard.query(req))
+
+    def _run_batch(self, reqs: list) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [self._unpack(r) for r in self.shard.query_batch(self._e.QueryBatchRequest(reqs))]
+
+    def _ids(self, rows: np.ndarray):
+        e = self._e
+        return e.Filter(must=[e.HasIdCondition(point_ids={int(r) for r in rows})])
+
+    def _sparse(self, ids: list[int], values: list[float]):
+        return self._e.SparseVector(indices=[int(i) for i in ids], values=[float(v) for v in values])
 
     def bm25_scores(self, terms: Sequence[str], limit: int | None = None) -> np.ndarray:
         e = self._e

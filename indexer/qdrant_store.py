@@ -248,10 +248,12 @@ def prune_collections(client, alias: str, keep: int) -> list[str]:
 
 
 def publish(client, index, alias: str = DEFAULT_ALIAS, activate: bool = True, keep: int = 3,
-            mode: str = "global", shards: int | None = None, replicas: int | None = None) -> PublishResult:
+            mode: str = "global", shards: int | None = None, replicas: int | None = None,
+            prune: bool = True) -> PublishResult:
     """Write the loaded index version `index` (indexer.store.IndexData) as the collection <alias>--<version>,
-    point `alias` at it (when `activate`) and prune collections beyond `keep`. A collection of that name
-    holding every point already is reused (only the alias moves); one that is incomplete is rewritten."""
+    point `alias` at it (when `activate`) and prune collections beyond `keep` (unless not `prune`: a
+    rollback deletes nothing). A collection of that name holding every point already is reused (only the
+    alias moves); one that is incomplete is rewritten."""
     if keep < 1:
         raise ValueError("keep must be at least 1")
     t0 = time.time()
@@ -285,16 +287,150 @@ def publish(client, index, alias: str = DEFAULT_ALIAS, activate: bool = True, ke
             raise QdrantBackendError(f"collection {name} holds {count} points after the upload, expected {n}")
     if activate:
         switch_alias(client, alias, name)
-    pruned = prune_collections(client, alias, keep)
+    pruned = prune_collections(client, alias, keep) if prune else []
     return PublishResult(name, alias, n, activate, reused, pruned, round(time.time() - t0, 2))
 
 
 # -- reading ---------------------------------------------------------------------------------------------
 
 
-class QdrantStore:
-    """VectorStore over one Qdrant collection (or an alias), plus the two scorers retrieval asks a store
-    for when it has them: `chunk_and_sentence_scores` (multivector MAX_SIM) and `bm25_scores` (sparse).
+@dataclass(frozen=True)
+class QueryScores:
+    """One query's scores from the store (QdrantStore.query_scores)."""
+
+    lex: np.ndarray  # BM25 of every row retrieval reads (float32, ntotal long; rows not needed are 0)
+    pool: np.ndarray | None  # the dense pool, sorted (None in lexical mode)
+    rows: np.ndarray  # sorted rows with chunk and best-sentence cosines (the pool and the lexical candidates)
+    chunk: np.ndarray
+    best: np.ndarray
+
+    def dense(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(chunk cosine, best-sentence cosine) of `rows`, each one of `self.rows`."""
+        rows = np.asarray(rows, dtype=np.int64)
+        at = np.searchsorted(self.rows, rows)
+        if rows.size and (at.max() >= self.rows.size or not np.array_equal(self.rows[at], rows)):
+            raise KeyError("rows outside the scored candidates")
+        return self.chunk[at], self.best[at]
+
+
+class QueryPlanner:
+    """`query_scores`: one query's scores in as few requests as its data dependencies allow. Written against
+    a few primitives that QdrantStore (qdrant-client: a server or local mode) and indexer.qdrant_edge.EdgeStore
+    (the Rust engine in this process) implement: `_req(using, query, filter, limit, threshold)`,
+    `_run(request)`, `_run_batch(requests)` (one request: a batch), `_ids(rows)` and `_filter(allowed_rows)`
+    (filters), `_sparse(ids, values)`; attributes `ntotal`, `vocab`."""
+    LEXICAL_MARGIN = 32  # BM25 points asked beyond the top needed, to see where the ties with its last one end
+    tie_extensions = 0  # BM25 tops whose ties ran past the first request's limit (one more request each)
+
+    def _scoring(self, q: list, sparse, flt, n: int) -> list:
+        """Requests scoring the (at most `n`) points `flt` keeps: chunk vector, best sentence (MAX_SIM) and,
+        when `sparse` is given, BM25 (a sparse query returns the points sharing a term, the rest score 0)."""
+        reqs = [self._req(DENSE, q, flt, n), self._req(SENTENCES, [q], flt, n)]
+        if sparse is not None:
+            reqs.append(self._req(SPARSE, sparse, flt, n))
+        return reqs
+
+    def _lexical_top(self, first: tuple[np.ndarray, np.ndarray], sparse, flt, top: int, limit: int,
+                     n_allowed: int) -> tuple[np.ndarray, np.ndarray]:
+        """The BM25 top `top` with every row tied with the `top`-th: `first` holds the best `limit` (> top);
+        when the `top`-th score equals the last of them, the ties may go on past the limit and one more
+        request fetches every point scoring at least the `top`-th (a threshold a hair lower, whether the
+        engine keeps scores above or at the threshold: a few more rows with their exact scores are harmless)."""
+        rows, scores = first
+        if rows.size < limit or top <= 0:
+            return rows, scores
+        kth = float(np.sort(scores)[::-1][top - 1])
+        if float(scores.min()) < kth:
+            return rows, scores
+        self.tie_extensions += 1
+        return self._run(self._req(SPARSE, sparse, flt, int(n_allowed), kth - 1e-6 * max(1.0, abs(kth))))
+
+    def query_scores(self, query_vec: np.ndarray | None, terms: Sequence[str] | None,
+                     allowed_rows: np.ndarray | None, pool: int, lexical_top: int,
+                     lexical: np.ndarray | None = None) -> QueryScores:
+        """What retrieval needs for one query (`service.retrieval.Retriever.search`), in at most two requests:
+
+        - `query_vec` None (lexical mode): the BM25 top `lexical_top` among the allowed rows, one request.
+        - at most `pool` allowed rows: all of them are the dense pool; chunk vector, best sentence and BM25 of
+          every one in ONE batched request.
+        - else request 1 (one batch): the `pool` nearest chunks and the BM25 top `lexical_top` (+ LEXICAL_MARGIN,
+          to see where the ties end); request 2 (one batch): chunk vector and best sentence of the pool and of
+          the lexical candidates, BM25 of the pool rows outside the lexical top. Request 2 needs the ids
+          request 1 returns.
+
+        `lex` holds the exact BM25 score of every row retrieval reads (the pool, the lexical top and its ties;
+        the other rows 0): fusion takes each list's top `candidates` and min-max normalizes over the
+        candidates only, so these give the same fusion as every chunk's BM25. `lexical` (every row's BM25,
+        already computed) replaces the sparse requests. A tie at the end of the BM25 top that runs past
+        LEXICAL_MARGIN costs one more request (`tie_extensions`)."""
+        if lexical is None and terms and self.vocab is None:
+            raise QdrantBackendError("this store has no vocabulary: BM25 queries need the version's bm25s vocab")
+        lex = np.zeros(self.ntotal, np.float32) if lexical is None else np.array(lexical, np.float32)
+        ids, vals = sparse_query(self.vocab, terms) if lexical is None and terms else ([], [])
+        sparse = self._sparse(ids, vals) if ids else None
+        n_allowed = self.ntotal if allowed_rows is None else int(len(allowed_rows))
+        empty = np.zeros(0, np.int64)
+        if n_allowed == 0 or self.ntotal == 0:
+            return QueryScores(lex, empty, empty, np.zeros(0, np.float32), np.zeros(0, np.float32))
+        flt = self._filter(allowed_rows)
+        limit = int(lexical_top + self.LEXICAL_MARGIN)
+        if query_vec is None:  # lexical mode: the BM25 top only
+            if sparse is not None and lexical_top > 0:
+                rows, scores = self._lexical_top(self._run(self._req(SPARSE, sparse, flt, limit)), sparse, flt,
+                                                 lexical_top, limit, n_allowed)
+                lex[rows] = scores
+            return QueryScores(lex, None, empty, np.zeros(0, np.float32), np.zeros(0, np.float32))
+        q = np.asarray(query_vec, dtype=np.float32).reshape(-1).tolist()
+        if n_allowed <= pool:  # every allowed chunk is a candidate: one request scores them all
+            rows = np.arange(self.ntotal, dtype=np.int64) if allowed_rows is None else \
+                np.asarray(allowed_rows, dtype=np.int64)
+            got = self._run_batch(self._scoring(q, sparse, flt, n_allowed))
+            if sparse is not None:
+                lex[got[2][0]] = got[2][1]
+            return QueryScores(lex, rows, *self._aligned(rows, got[0], got[1]))
+        reqs = [self._req(DENSE, q, flt, int(pool))]
+        if sparse is not None and lexical_top > 0:
+            reqs.append(self._req(SPARSE, sparse, flt, limit))
+        got = self._run_batch(reqs)
+        pool_rows = np.sort(got[0][0])
+        lex_rows = empty
+        if len(got) > 1:
+            lex_rows, lex_scores = self._lexical_top(got[1], sparse, flt, lexical_top, limit, n_allowed)
+            lex[lex_rows] = lex_scores
+            kth = np.sort(lex_scores)[::-1][min(lexical_top, lex_scores.size) - 1] if lex_scores.size else 0.0
+            lex_rows = lex_rows[lex_scores >= kth]  # the lexical candidates (ties included) need dense scores
+        elif lexical is not None and lexical_top > 0:  # BM25 given: its top (ties included) among the allowed rows
+            pos = np.flatnonzero(lex > 0) if allowed_rows is None else \
+                np.asarray(allowed_rows, dtype=np.int64)[lex[allowed_rows] > 0]
+            if pos.size:
+                kth = np.partition(lex[pos], max(0, pos.size - lexical_top))[max(0, pos.size - lexical_top)]
+                lex_rows = pos[lex[pos] >= kth]
+        cand = np.union1d(pool_rows, lex_rows)
+        reqs = self._scoring(q, None, self._ids(cand), int(cand.size))
+        bm25_missing = np.setdiff1d(pool_rows, lex_rows) if sparse is not None else empty
+        if bm25_missing.size:
+            reqs.append(self._req(SPARSE, sparse, self._ids(bm25_missing), int(bm25_missing.size)))
+        got = self._run_batch(reqs)
+        if len(got) > 2:
+            lex[got[2][0]] = got[2][1]
+        return QueryScores(lex, pool_rows, *self._aligned(cand, got[0], got[1]))
+
+    def _aligned(self, rows: np.ndarray, dense: tuple, best: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows sorted, chunk cosine, best-sentence cosine) from two responses covering `rows`."""
+        rows = np.sort(rows)
+        out = []
+        for r, s in (dense, best):
+            order = np.argsort(r)
+            if r.size != rows.size or not np.array_equal(r[order], rows):
+                raise QdrantBackendError(f"the store scored {r.size} rows, not the {rows.size} asked")
+            out.append(s[order].astype(np.float32))
+        return rows, out[0], out[1]
+
+
+class QdrantStore(QueryPlanner):
+    """VectorStore over one Qdrant collection (or an alias), plus the scorers retrieval asks a store for when
+    it has them: `query_scores` (a whole query in at most two requests, QueryPlanner), and for the callers
+    that ask for one of them alone `chunk_and_sentence_scores` (multivector MAX_SIM) and `bm25_scores` (sparse).
 
     `allowed_rows` filters become a range condition on the row payload (a contiguous run, such as a document)
     or a has-id condition (point id = row). `vocab` maps analyzed terms to sparse indices (the version's
@@ -314,6 +450,7 @@ class QdrantStore:
         self.mode = mode
         # local mode always scans exactly (and warns about search params)
         self._params = None if is_local(client) else models.SearchParams(exact=exact)
+        self.tie_extensions = 0
 
     # -- filters
     def _filter(self, allowed_rows: np.ndarray | None):
@@ -401,6 +538,30 @@ class QdrantStore:
             order = np.argsort(r)
             out.append(s[order][np.searchsorted(uniq, rows)].astype(np.float32))
         return out[0], out[1]
+
+    # -- the primitives of QueryPlanner
+    def _req(self, using: str, query, flt, limit: int, threshold: float | None = None):
+        m = self._m
+        return m.QueryRequest(query=query, using=using, filter=flt, limit=int(limit), score_threshold=threshold,
+                              params=None if using == SPARSE else self._params)
+
+    def _run(self, req) -> tuple[np.ndarray, np.ndarray]:
+        res = self.client.query_points(self.collection, query=req.query, using=req.using, query_filter=req.filter,
+                                       limit=req.limit, score_threshold=req.score_threshold,
+                                       search_params=req.params, with_payload=False)
+        return self._unpack(res.points)
+
+    def _run_batch(self, reqs: list) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(rows, scores) of each request of one query_batch_points call."""
+        return [self._unpack(r.points) for r in self.client.query_batch_points(self.collection, requests=reqs)]
+
+    def _ids(self, rows: np.ndarray):
+        m = self._m
+        return m.Filter(must=[m.HasIdCondition(has_id=np.asarray(rows).tolist())])
+
+    def _sparse(self, ids: list[int], values: list[float]):
+        return self._m.SparseVector(indices=ids, values=values)
+
 
     def bm25_scores(self, terms: Sequence[str], limit: int | None = None) -> np.ndarray:
         """BM25 score of every chunk (float32, zeros where no term matches): a sparse query, every matching

@@ -224,9 +224,7 @@ class Retriever:
         rows = np.asarray(rows, dtype=np.int64)
         store_scores = getattr(self.store, "chunk_and_sentence_scores", None)  # a store that scores itself (Qdrant)
         if store_scores is not None and len(rows):
-            chunk, best = store_scores(rows, q)
-            w = self.fusion.sentence_weight
-            return chunk if w <= 0 else (1 - w) * chunk + w * best
+            return self._blend(*store_scores(rows, q))
         chunk = self.store.fetch(rows) @ q
         w = self.fusion.sentence_weight
         if w <= 0 or not len(chunk):
@@ -234,6 +232,21 @@ class Retriever:
         idx, off = self._sentence_rows(rows)
         best = np.maximum.reduceat(np.asarray(self.sentence_vectors[idx]) @ q, off)
         return (1 - w) * chunk + w * best
+
+    def _blend(self, chunk: np.ndarray, best: np.ndarray) -> np.ndarray:
+        w = self.fusion.sentence_weight
+        return chunk if w <= 0 else (1 - w) * chunk + w * best
+
+    def _store_query(self, query: str, mode: str, k: int, allowed: np.ndarray | None,
+                     query_vec: np.ndarray | None, lexical: np.ndarray | None):
+        """A store that scores a whole query in few requests (Qdrant: `query_scores`): its QueryScores, else None."""
+        hook = getattr(self.store, "query_scores", None)
+        if hook is None:
+            return None
+        q = None if mode == "lexical" else (query_vec if query_vec is not None else self.encode_query(query))
+        top = k if mode == "lexical" else self.fusion.candidates if mode == "hybrid" else 0
+        terms = analyze(query, self.bigrams) if lexical is None else None
+        return hook(q, terms, allowed, pool=DENSE_POOL, lexical_top=top, lexical=lexical)
 
     def lexical_scores(self, query: str) -> np.ndarray:
         store_bm25 = getattr(self.store, "bm25_scores", None)  # BM25 as the store's sparse vectors (Qdrant)
@@ -261,7 +274,8 @@ class Retriever:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
         allowed = self.allowed_rows(doc_id, section)
-        lex = lexical if lexical is not None else self.lexical_scores(query)
+        pre = self._store_query(query, mode, k, allowed, query_vec, lexical)
+        lex = pre.lex if pre is not None else lexical if lexical is not None else self.lexical_scores(query)
         if mode == "lexical":
             rows = np.flatnonzero(lex > 0) if allowed is None else allowed[lex[allowed] > 0]
             top = rows[topk(lex[rows].astype(np.float64), k, self.ids[rows])]
@@ -269,12 +283,13 @@ class Retriever:
             return [Hit(int(i), self.chunks[int(i)], float(lex[i]), None if dense is None else float(dense[j]),
                         float(lex[i])) for j, i in enumerate(top)]
         q = query_vec if query_vec is not None else self.encode_query(query)
-        pool, pool_dense = self._dense_pool(q, allowed)
+        pool, pool_dense = (pre.pool, self._blend(*pre.dense(pre.pool))) if pre is not None \
+            else self._dense_pool(q, allowed)
         if mode == "dense":
             pos = topk(pool_dense.astype(np.float64), k, self.ids[pool])
             return [Hit(int(pool[p]), self.chunks[int(pool[p])], float(pool_dense[p]), float(pool_dense[p]),
                         float(lex[pool[p]])) for p in pos]
-        cand, fused, dense = self._fuse(q, pool, pool_dense, lex, allowed)
+        cand, fused, dense = self._fuse(q, pool, pool_dense, lex, allowed, pre)
         keep = (lex[cand] > 0) | (dense >= self.fusion.min_dense_without_terms)
         cand, fused, dense = cand[keep], fused[keep], dense[keep]
         pos = topk(fused, k, self.ids[cand])
@@ -282,7 +297,7 @@ class Retriever:
                 for p in pos]
 
     def _fuse(self, q: np.ndarray, pool: np.ndarray, pool_dense: np.ndarray, lex: np.ndarray,
-              allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+              allowed: np.ndarray | None, pre=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(candidate rows, fused scores, dense scores): the union of each retriever's top `candidates`."""
         f = self.fusion
         n = f.candidates
@@ -298,7 +313,8 @@ class Retriever:
         in_pool = (pool.size > 0) & (pool[at_ok] == cand) if pool.size else np.zeros(cand.size, bool)
         dense[in_pool] = pool_dense[at_ok[in_pool]]
         if (~in_pool).any():  # lexical-only candidates: their vectors fetched by row
-            dense[~in_pool] = self.dense_scores_for(cand[~in_pool], q)
+            dense[~in_pool] = self._blend(*pre.dense(cand[~in_pool])) if pre is not None \
+                else self.dense_scores_for(cand[~in_pool], q)
         if f.method == "rrf":
             rank_d = {int(i): r for r, i in enumerate(top_d)}
             rank_l = {int(i): r for r, i in enumerate(top_l)}

@@ -89,15 +89,22 @@ def _same_hits(a, b, what: str) -> None:
         np.testing.assert_allclose([h.dense for h in a], [h.dense for h in b], atol=1e-5, err_msg=what)
 
 
-@pytest.mark.parametrize("pool", [256, 8])
-def test_retrieval_through_qdrant_equals_retrieval_through_faiss(fake, published, fake_embedder, monkeypatch, pool):
+@pytest.mark.parametrize("pool,candidates,margin", [(256, 50, 32), (8, 50, 32), (8, 5, 1)])
+def test_retrieval_through_qdrant_equals_retrieval_through_faiss(fake, published, fake_embedder, monkeypatch, pool,
+                                                                 candidates, margin):
     """Every mode, with no filter, a document filter and a section filter; pool 8 makes the dense pool come
-    from the store's search (the report's 39 chunks are otherwise all scored)."""
+    from the store's search (the report's 39 chunks are otherwise all scored); 5 fusion candidates and a BM25
+    margin of 1 make Qdrant return a BM25 top shorter than the chunks matching (bounded top + scores by id)."""
+    from dataclasses import replace
+
     import service.retrieval as retrieval
 
     monkeypatch.setattr(retrieval, "DENSE_POOL", pool)
-    faiss_r = retrieval.Retriever(fake, fake_embedder)
-    qdrant_r = retrieval.Retriever(fake, fake_embedder, store=store_for(published, fake, "global"))
+    store = store_for(published, fake, "global")
+    store.LEXICAL_MARGIN = margin
+    fusion = replace(retrieval.FusionConfig(), candidates=candidates)
+    faiss_r = retrieval.Retriever(fake, fake_embedder, fusion=fusion)
+    qdrant_r = retrieval.Retriever(fake, fake_embedder, fusion=fusion, store=store)
     filters = [{}, {"doc_id": DOC_ID}, {"section": "OpenInfra Asia"}, {"section": "Kata Containers"}]
     compared = 0
     for q in report_questions("test")[:30]:
@@ -108,6 +115,105 @@ def test_retrieval_through_qdrant_equals_retrieval_through_faiss(fake, published
                 _same_hits(a, b, f"{q} {mode} {f}")
                 compared += len(a)
     assert compared > 1000
+
+
+class CountingClient:
+    """A QdrantClient whose requests are counted (every method call of the client is one request)."""
+
+    def __init__(self, client) -> None:
+        self._wrapped = client
+        self.calls: list[str] = []
+
+    def __getattr__(self, name):
+        attr = getattr(self._wrapped, name)
+        if name.startswith("_") or not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            self.calls.append(name)
+            return attr(*args, **kwargs)
+
+        return call
+
+
+def test_requests_per_query(fake, published, fake_embedder, monkeypatch):
+    """Hybrid and dense: the dense pool and the BM25 top in one batched request, then one batch scoring the
+    candidates (chunk vector, best sentence, BM25 of the pool rows outside the BM25 top); one request when
+    every allowed chunk is in the pool (the report: 39 chunks) or in lexical mode. Results equal FAISS's."""
+    import service.retrieval as retrieval
+
+    counting = CountingClient(published)
+    store = QdrantStore(counting, collection_name("global", fake.version), int(fake.manifest["model"]["dim"]),
+                        vocab=fake.lexical.vocab_dict)
+    faiss_r = retrieval.Retriever(fake, fake_embedder)
+    qdrant_r = retrieval.Retriever(fake, fake_embedder, store=store)
+    expected = {(256, "hybrid"): ["query_batch_points"], (256, "dense"): ["query_batch_points"],
+                (256, "lexical"): ["query_points"],
+                (8, "hybrid"): ["query_batch_points"] * 2, (8, "dense"): ["query_batch_points"] * 2,
+                (8, "lexical"): ["query_points"]}
+    questions = report_questions("test")[:15]
+    lexical_only = 0
+    for (pool, mode), want in expected.items():
+        monkeypatch.setattr(retrieval, "DENSE_POOL", pool)
+        for q in questions:
+            for f in ({}, {"doc_id": DOC_ID}):
+                counting.calls.clear()
+                got = qdrant_r.search(q, k=10, mode=mode, **f)
+                assert counting.calls == want, (pool, mode, q, f, counting.calls)
+                _same_hits(faiss_r.search(q, k=10, mode=mode, **f), got, f"{pool} {mode} {q} {f}")
+                if pool == 8 and mode == "hybrid":  # fusion candidates from BM25 alone were scored in request 2
+                    pool_rows = set(store.search(qdrant_r.encode_query(q), 8)[0].tolist())
+                    lexical_only += sum(h.index not in pool_rows for h in got)
+        # /v1/ask's retrieval: BM25 of every chunk first (its lexical_top feature), then the search
+        counting.calls.clear()
+        qdrant_r.search(questions[0], k=5, mode="hybrid", lexical=qdrant_r.lexical_scores(questions[0]),
+                        query_vec=qdrant_r.encode_query(questions[0]))
+        assert len(counting.calls) == (2 if pool == 256 else 3), counting.calls
+    assert lexical_only > 0  # the second request really scored lexical-only candidates
+    assert store.tie_extensions == 0
+
+
+def test_a_bm25_top_whose_ties_run_past_the_limit_is_fetched_whole(qclient):
+    """30 points: 10 score 2.0 on BM25, 20 tie at 1.0, 5 share no term. The top 15 with a margin of 2 ends
+    inside the ties: one more request fetches every tied point, so retrieval's own tie-break (by chunk id)
+    sees them all; hybrid asks for their dense scores in the second request."""
+    from qdrant_client import models
+
+    from indexer.qdrant_store import DENSE, SENTENCES, SPARSE, create_collection
+
+    dim = 8
+    rng = np.random.default_rng(3)
+    vecs = rng.standard_normal((35, dim)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    create_collection(qclient, "ties", dim)
+    weights = [2.0] * 10 + [1.0] * 20 + [0.0] * 5
+    qclient.upsert("ties", points=[
+        models.PointStruct(id=i, vector={DENSE: v.tolist(), SENTENCES: [v.tolist()],
+                                         SPARSE: models.SparseVector(indices=[0] if w else [1],
+                                                                     values=[w] if w else [1.0])},
+                           payload={"row": i}) for i, (v, w) in enumerate(zip(vecs, weights, strict=True))])
+    counting = CountingClient(qclient)
+    store = QdrantStore(counting, "ties", dim, ntotal=35, vocab={"a": 0, "b": 1})
+    store.LEXICAL_MARGIN = 2
+    want = np.asarray(weights, np.float32)
+    r = store.query_scores(None, ["a"], None, pool=4, lexical_top=15)
+    np.testing.assert_array_equal(r.lex, want)
+    assert counting.calls == ["query_points", "query_points"] and store.tie_extensions == 1
+    counting.calls.clear()
+    q = vecs[34]
+    r = store.query_scores(q, ["a"], None, pool=4, lexical_top=15)
+    assert counting.calls == ["query_batch_points", "query_points", "query_batch_points"]
+    assert set(range(30)) <= set(r.rows.tolist())  # every tied lexical candidate has dense scores
+    pool = np.sort(np.argsort(-(vecs @ q), kind="stable")[:4])
+    np.testing.assert_array_equal(r.pool, pool)
+    np.testing.assert_allclose(r.lex, want)  # the pool's last point (no shared term) scores 0
+    chunk, best = r.dense(np.arange(35)[np.isin(np.arange(35), r.rows)])
+    np.testing.assert_allclose(chunk, vecs[r.rows] @ q, atol=1e-6)
+    np.testing.assert_allclose(best, chunk, atol=1e-6)  # one sentence per point: its own vector
+    counting.calls.clear()
+    r = store.query_scores(q, ["a"], np.arange(12, 35), pool=4, lexical_top=5)  # a filter: ties among rows 12-29
+    assert store.tie_extensions == 3 and len(counting.calls) == 3
+    np.testing.assert_array_equal(r.lex[12:30], 1.0)
 
 
 def _qdrant_app(root: Path, embedder, client, monkeypatch, **settings):
@@ -345,3 +451,97 @@ def test_cli_build_backend_qdrant_then_the_service_serves_the_alias(tmp_path, fa
     p = subprocess.run([*cmd[:3], "qdrant-publish", "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)  # no --qdrant-url/--qdrant-path: a clean error
     assert p.returncode == 5 and "needs --qdrant-url or --qdrant-path" in p.stderr
+
+
+class _OnDisk:
+    """qdrant-client local mode at `path`, opened for a moment (the CLI under test opens it too: one at a time)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self):
+        self.client = make_client(path=self.path)
+        return self.client
+
+    def __exit__(self, *exc) -> None:
+        self.client.close()
+
+
+def test_rollback_with_the_qdrant_backend_moves_current_and_the_alias(two_versions, tmp_path, monkeypatch, capsys):
+    """`rollback --backend qdrant`: CURRENT and the alias move together (the alias in one request, nothing
+    pruned); a version whose collection is gone is written first; if the alias cannot move, CURRENT is put
+    back; without a Qdrant to open nothing moves."""
+    import indexer.qdrant_store
+    from indexer.cli import main
+    from indexer.store import read_current, set_current
+
+    root, a, b = copy_root(two_versions, tmp_path / "index")
+    qpath = tmp_path / "qdrant"
+    ca, cb = collection_name("reportqa", a), collection_name("reportqa", b)
+    with _OnDisk(qpath) as client:
+        for v in (a, b):
+            publish(client, load_index(version_dir(root, v)))  # the alias ends on B
+    set_current(root, b)
+    args = ["--out", str(root), "--backend", "qdrant", "--qdrant-path", str(qpath)]
+    assert main(["rollback", *args]) == 0
+    assert f"CURRENT: {b} -> {a}" in capsys.readouterr().out
+    assert read_current(root) == a
+    with _OnDisk(qpath) as client:
+        assert alias_target(client, "reportqa") == ca
+        assert collections_of(client, "reportqa") == sorted([ca, cb])  # nothing pruned
+        client.delete_collection(cb)  # B's collection pruned meanwhile
+    assert main(["rollback", "--to", b, *args]) == 0
+    assert "written" in capsys.readouterr().out
+    assert read_current(root) == b
+    with _OnDisk(qpath) as client:
+        assert alias_target(client, "reportqa") == cb
+        assert client.count(cb, exact=True).count == len(load_index(version_dir(root, b)).chunks)
+
+    def refused(*a, **k):
+        raise RuntimeError("the server said no")
+
+    monkeypatch.setattr(indexer.qdrant_store, "publish", refused)
+    assert main(["rollback", "--to", a, *args]) == 5
+    assert f"CURRENT put back to {b}" in capsys.readouterr().err
+    assert read_current(root) == b
+    with _OnDisk(qpath) as client:
+        assert alias_target(client, "reportqa") == cb
+    monkeypatch.delenv("REPORTQA_QDRANT_URL", raising=False)
+    monkeypatch.delenv("REPORTQA_QDRANT_PATH", raising=False)
+    assert main(["rollback", "--out", str(root), "--backend", "qdrant"]) == 5  # no Qdrant named: nothing moves
+    assert "needs --qdrant-url or --qdrant-path" in capsys.readouterr().err and read_current(root) == b
+
+
+def test_ensure_with_the_qdrant_backend_points_the_alias_at_currents_collection(two_versions, tmp_path, monkeypatch,
+                                                                                capsys, fake_embedder):
+    """`ensure --backend qdrant` on an up-to-date index writes CURRENT's collection when it has none and
+    points the alias at it; on a stale one it builds and publishes (as `build --backend qdrant`)."""
+    import indexer.cli
+    import indexer.embed
+    from indexer.cli import main
+    from indexer.store import read_current
+
+    root, a, b = copy_root(two_versions, tmp_path / "index")
+    qpath = tmp_path / "qdrant"
+    args = ["ensure", "--out", str(root), "--no-progress", "--backend", "qdrant", "--qdrant-path", str(qpath)]
+    monkeypatch.setattr(indexer.cli, "stale_reason", lambda corpus, out: None)  # up to date (A)
+    assert main(args) == 0
+    assert "up to date" in capsys.readouterr().out
+    with _OnDisk(qpath) as client:
+        assert alias_target(client, "reportqa") == collection_name("reportqa", a)
+        publish(client, load_index(version_dir(root, b)))  # the alias moved elsewhere by hand
+    assert main(args) == 0
+    assert "reused" in capsys.readouterr().out
+    with _OnDisk(qpath) as client:
+        assert alias_target(client, "reportqa") == collection_name("reportqa", a)
+    # stale: built again (the fake embedder standing in for the model) and published
+    monkeypatch.setattr(indexer.cli, "stale_reason", lambda corpus, out: "the corpus has changed")
+    monkeypatch.setattr(indexer.embed, "SentenceTransformerEmbedder", lambda *a, **k: fake_embedder)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "doc.md").write_text("# Census\n\nThe flamingo census counted flamingos at the lake.\n")
+    assert main([*args, "--corpus", str(corpus)]) == 0
+    new = read_current(root)
+    assert new not in (a, b)
+    with _OnDisk(qpath) as client:
+        assert alias_target(client, "reportqa") == collection_name("reportqa", new)

@@ -71,13 +71,20 @@ def test_engine_dense_and_best_sentence_equal_local_mode_and_numpy(fake, stores,
         assert set(r_e.tolist()) <= set(range(5, 25))
 
 
-@pytest.mark.parametrize("pool", [256, 8])
-def test_retrieval_on_the_engine_equals_faiss(fake, stores, fake_embedder, monkeypatch, pool):
+@pytest.mark.parametrize("pool,candidates,margin", [(256, 50, 32), (8, 50, 32), (8, 5, 1)])
+def test_retrieval_on_the_engine_equals_faiss(fake, stores, fake_embedder, monkeypatch, pool, candidates, margin):
+    """The service's path (query_scores: at most two batches) on the engine; 5 fusion candidates and a BM25
+    margin of 1 make the BM25 top shorter than the chunks matching."""
+    from dataclasses import replace
+
     import service.retrieval as retrieval
 
     monkeypatch.setattr(retrieval, "DENSE_POOL", pool)
-    faiss_r = retrieval.Retriever(fake, fake_embedder)
-    edge_r = retrieval.Retriever(fake, fake_embedder, store=stores["global"][1])
+    edge = stores["global"][1]
+    monkeypatch.setattr(edge, "LEXICAL_MARGIN", margin)
+    fusion = replace(retrieval.FusionConfig(), candidates=candidates)
+    faiss_r = retrieval.Retriever(fake, fake_embedder, fusion=fusion)
+    edge_r = retrieval.Retriever(fake, fake_embedder, fusion=fusion, store=edge)
     compared = 0
     for q in report_questions("test")[:30]:
         for mode in ("hybrid", "dense", "lexical"):
@@ -86,3 +93,28 @@ def test_retrieval_on_the_engine_equals_faiss(fake, stores, fake_embedder, monke
                 _same_hits(a, edge_r.search(q, k=10, mode=mode, **f), f"{q} {mode} {f}")
                 compared += len(a)
     assert compared > 1000
+
+
+def test_engine_bm25_top_whose_ties_run_past_the_limit_is_fetched_whole(tmp_path):
+    """As the local-mode test: 10 points score 2.0, 20 tie at 1.0; the top 15 with a margin of 2 ends inside
+    the ties, and the engine's score threshold brings every tied point back."""
+    from indexer.qdrant_edge import create_shard, upsert
+
+    dim = 8
+    v = np.random.default_rng(3).standard_normal((35, dim)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    weights = [2.0] * 10 + [1.0] * 20 + [0.0] * 5
+    shard = create_shard(tmp_path / "shard", dim)
+    upsert(shard, v, [x[None, :] for x in v],
+           [(np.array([0 if w else 1]), np.array([w or 1.0])) for w in weights])
+    try:
+        store = EdgeStore(shard, dim, 35, vocab={"a": 0, "b": 1})
+        store.LEXICAL_MARGIN = 2
+        r = store.query_scores(None, ["a"], None, pool=4, lexical_top=15)
+        np.testing.assert_array_equal(r.lex, np.asarray(weights, np.float32))
+        assert store.tie_extensions == 1
+        r = store.query_scores(v[34], ["a"], np.arange(12, 35), pool=4, lexical_top=5)
+        np.testing.assert_array_equal(r.lex[12:30], 1.0)
+        assert set(range(12, 30)) <= set(r.rows.tolist()) and store.tie_extensions == 2
+    finally:
+        shard.close()

@@ -70,13 +70,17 @@ def test_contract_over_the_network_with_payload_indexes(server):
     np.testing.assert_allclose(store.fetch(np.array([299, 0, 0])), vectors[[299, 0, 0]], atol=1e-7)
 
 
-def test_two_shards_global_idf_bm25_and_retrieval_equal_faiss(server, fake, fake_embedder):
-    """Sharded: BM25 with idf multiplied into the stored values stays exact (nothing computed per shard)."""
+def test_two_shards_global_idf_bm25_and_retrieval_equal_faiss(server, fake, fake_embedder, monkeypatch):
+    """Sharded: BM25 with idf multiplied into the stored values stays exact (nothing computed per shard);
+    retrieval equals FAISS with every chunk in the pool (one request) and with a pool of 8, 5 fusion
+    candidates and a BM25 margin of 1 (two requests: the bounded BM25 top, scores by id)."""
+    from dataclasses import replace
+
     import service.retrieval as retrieval
     from indexer.lexical import lexical_scores
     from indexer.qdrant_store import QdrantStore, collection_name, publish
     from indexer.text import analyze
-    from tests.test_qdrant_backend import _same_hits, report_questions
+    from tests.test_qdrant_backend import CountingClient, _same_hits, report_questions
 
     client, prefix = server
     alias = f"{prefix}-sharded"
@@ -88,11 +92,20 @@ def test_two_shards_global_idf_bm25_and_retrieval_equal_faiss(server, fake, fake
     for q in report_questions("dev"):
         np.testing.assert_allclose(store.bm25_scores(analyze(q, bigrams)), lexical_scores(fake.lexical, q, bigrams),
                                    rtol=1e-5, atol=1e-5)
-    faiss_r = retrieval.Retriever(fake, fake_embedder)
-    qdrant_r = retrieval.Retriever(fake, fake_embedder, store=store)
-    for q in report_questions("test")[:20]:
-        for mode in ("hybrid", "dense", "lexical"):
-            _same_hits(faiss_r.search(q, k=10, mode=mode), qdrant_r.search(q, k=10, mode=mode), f"{q} {mode}")
+    counting = CountingClient(client)
+    store = QdrantStore(counting, alias, int(fake.manifest["model"]["dim"]), vocab=fake.lexical.vocab_dict)
+    for pool, candidates, margin in ((256, 50, 32), (8, 5, 1)):
+        monkeypatch.setattr(retrieval, "DENSE_POOL", pool)
+        store.LEXICAL_MARGIN = margin
+        fusion = replace(retrieval.FusionConfig(), candidates=candidates)
+        faiss_r = retrieval.Retriever(fake, fake_embedder, fusion=fusion)
+        qdrant_r = retrieval.Retriever(fake, fake_embedder, fusion=fusion, store=store)
+        for q in report_questions("test")[:20]:
+            for mode in ("hybrid", "dense", "lexical"):
+                counting.calls.clear()
+                got = qdrant_r.search(q, k=10, mode=mode)
+                _same_hits(faiss_r.search(q, k=10, mode=mode), got, f"{q} {mode} pool {pool}")
+                assert len(counting.calls) <= (1 if pool == 256 or mode == "lexical" else 2) + store.tie_extensions
 
 
 def test_replication(server, fake):
