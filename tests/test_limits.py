@@ -104,3 +104,67 @@ def test_rate_limit_in_the_limiter():
             pass
 
     asyncio.run(scenario())
+
+
+def test_waiters_are_served_in_arrival_order_and_newcomers_queue_behind_them():
+    """A freed slot goes to the oldest waiter; a request arriving while others wait queues behind them."""
+    order: list[int] = []
+
+    async def main():
+        lim = Limiter(max_concurrency=1, max_queue=16, queue_timeout_s=5)
+        gate = asyncio.Event()
+
+        async def holder():
+            async with lim.slot():
+                await gate.wait()
+
+        async def req(i: int):
+            async with lim.slot():
+                order.append(i)
+                await asyncio.sleep(0)
+
+        h = asyncio.create_task(holder())
+        await asyncio.sleep(0)
+        tasks = []
+        for i in range(6):
+            tasks.append(asyncio.create_task(req(i)))
+            await asyncio.sleep(0)
+        assert lim.waiting == 6 and lim.in_flight == 1
+        gate.set()
+        await asyncio.sleep(0)
+        tasks.append(asyncio.create_task(req(99)))  # arrives while six still wait: goes last
+        await asyncio.gather(h, *tasks)
+        assert lim.in_flight == 0 and lim.waiting == 0
+
+    asyncio.run(main())
+    assert order == [0, 1, 2, 3, 4, 5, 99]
+
+
+def test_a_waiter_that_times_out_or_is_cancelled_loses_no_slot():
+    async def main():
+        lim = Limiter(max_concurrency=1, max_queue=16, queue_timeout_s=0.05)
+        gate = asyncio.Event()
+
+        async def holder():
+            async with lim.slot():
+                await gate.wait()
+
+        async def req():
+            async with lim.slot():
+                return "served"
+
+        h = asyncio.create_task(holder())
+        await asyncio.sleep(0)
+        late = asyncio.create_task(req())
+        cancelled = asyncio.create_task(req())
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        with pytest.raises(Overloaded):
+            await late  # timed out in the queue
+        gate.set()
+        await h
+        assert lim.in_flight == 0 and lim.waiting == 0
+        assert await req() == "served"  # the slot was freed, not handed to a waiter that left
+        assert lim.in_flight == 0
+
+    asyncio.run(main())

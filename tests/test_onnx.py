@@ -134,3 +134,31 @@ def test_onnx_threads_setting_reaches_the_session(real_index, onnx_dir):
             opts = c.app.state.resources.embedder._session.get_session_options()
             assert opts.intra_op_num_threads == threads
             assert c.get("/v1/search", params={"q": "kata containers"}).status_code == 200
+
+
+def test_a_concurrent_query_uses_the_one_thread_session_with_the_same_vectors(onnx_dir):
+    """With threads > 1 a lone query runs on the multi-thread session and a query arriving while another is
+    encoded on a one-thread session; both give the same vectors, bit for bit."""
+    from indexer.onnx_embed import OnnxEmbedder
+
+    emb = OnnxEmbedder(onnx_dir, threads=2)
+    assert emb._single is not emb._session
+    assert emb._session.get_session_options().intra_op_num_threads == 2
+    assert emb._single.get_session_options().intra_op_num_threads == 1
+    used = []
+    for name in ("_session", "_single"):
+        session = getattr(emb, name)
+        run = session.run
+        wrapper = type("Spy", (), {"run": lambda self, *a, _run=run, _n=name: used.append(_n) or _run(*a)})()
+        setattr(emb, name, wrapper)
+    texts = ["How many members joined the foundation?", "kata containers", "Where was the OpenInfra Summit held?"]
+    alone = emb.encode(texts, batch_size=1)
+    assert used == ["_session"] * 3
+    used.clear()
+    emb._busy = 1  # as if another request were being encoded right now
+    together = emb.encode(texts, batch_size=1)
+    emb._busy = 0
+    assert used == ["_single"] * 3
+    np.testing.assert_array_equal(alone, together)
+    single = OnnxEmbedder(onnx_dir, threads=1)
+    assert single._single is single._session
