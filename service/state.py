@@ -16,6 +16,7 @@ in module globals.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import math
 import signal
@@ -155,6 +156,12 @@ class Resources:
     def _swap(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot  # the swap: one reference assignment
         self.status, self.error = "ready", None
+        # What is loaded now lives as long as the snapshot: move it out of the collector's generations, so that
+        # a full collection during a request no longer walks the model's and the index's objects. Unfrozen
+        # first, so that the snapshot replaced by a reload can still be collected.
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
 
     def load(self) -> bool:
         """Start-up: load the model and the version CURRENT names; on failure keep the reason for /readyz
