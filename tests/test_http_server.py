@@ -154,3 +154,61 @@ def test_sigterm_under_load_with_a_slow_client(fake_index, tmp_path):
         assert read_until_closed(slow).startswith(b"HTTP/1.1 408") and read_until_closed(idle) == b""
     finally:
         srv.stop()
+
+
+def test_writes_of_one_loop_iteration_leave_in_one_send():
+    """A response's headers and body, written separately by uvicorn in one event-loop iteration, reach the
+    socket as one write (so a replica killed mid-response leaves the balancer all of it or nothing); close()
+    sends what is pending first; abort() drops it."""
+    import asyncio
+
+    from service.server import CoalescingTransport
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, bytes]] = []
+            self.closing = False
+
+        def write(self, data: bytes) -> None:
+            self.calls.append(("write", data))
+
+        def close(self) -> None:
+            self.calls.append(("close", b""))
+            self.closing = True
+
+        def abort(self) -> None:
+            self.calls.append(("abort", b""))
+
+        def is_closing(self) -> bool:
+            return self.closing
+
+        def get_write_buffer_size(self) -> int:
+            return 0
+
+        def get_extra_info(self, name: str, default=None):
+            return ("127.0.0.1", 1) if name == "peername" else default
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        raw = Recorder()
+        t = CoalescingTransport(raw, loop)  # type: ignore[arg-type]
+        t.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+        t.write(b"{}")
+        assert raw.calls == [] and t.get_write_buffer_size() == len(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+        await asyncio.sleep(0)
+        assert raw.calls == [("write", b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")]
+        assert t.get_extra_info("peername") == ("127.0.0.1", 1)  # everything else is the real transport's
+        raw.calls.clear()
+        t.write(b"last words")
+        t.close()
+        assert raw.calls == [("write", b"last words"), ("close", b"")]
+        await asyncio.sleep(0)
+        assert raw.calls == [("write", b"last words"), ("close", b"")]  # nothing written after close
+        raw2 = Recorder()
+        t2 = CoalescingTransport(raw2, loop)  # type: ignore[arg-type]
+        t2.write(b"dropped")
+        t2.abort()
+        await asyncio.sleep(0)
+        assert raw2.calls == [("abort", b"")]
+
+    asyncio.run(main())
