@@ -14,7 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.qdrant_store import DENSE, SENTENCES, SPARSE, QueryPlanner, sparse_documents, sparse_query
+from indexer.qdrant_store import (
+    DENSE,
+    SENTENCES,
+    SPARSE,
+    QueryPlanner,
+    sparse_documents,
+    sparse_query,
+    unpack_points,
+)
 
 BATCH = 512
 
@@ -103,12 +111,6 @@ class EdgeStore(QueryPlanner):
             return e.Filter(must=[e.FieldCondition(key="row", range=e.RangeFloat(gte=lo, lt=hi))])
         return e.Filter(must=[e.HasIdCondition(point_ids={int(r) for r in rows})])
 
-    @staticmethod
-    def _unpack(points) -> tuple[np.ndarray, np.ndarray]:
-        rows = np.fromiter((int(p.id) for p in points), dtype=np.int64, count=len(points))
-        scores = np.fromiter((p.score for p in points), dtype=np.float64, count=len(points))
-        return rows, scores
-
     def search(self, query_vec: np.ndarray, k: int, allowed_rows: np.ndarray | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
         e = self._e
@@ -118,7 +120,7 @@ class EdgeStore(QueryPlanner):
         res = self.shard.query(e.QueryRequest(limit=int(k), query=e.Query.Nearest(q, using=DENSE),
                                               filter=self._filter(allowed_rows), params=self._params,
                                               with_payload=False, with_vector=False))
-        rows, scores = self._unpack(res)
+        rows, scores = unpack_points(res)
         order = np.lexsort((rows, -scores))
         return rows[order], scores[order].astype(np.float32)
 
@@ -146,7 +148,7 @@ class EdgeStore(QueryPlanner):
                                params=self._params, with_payload=False)]
         out = []
         for res in self.shard.query_batch(e.QueryBatchRequest(reqs)):
-            r, s = self._unpack(res)
+            r, s = unpack_points(res)
             order = np.argsort(r)
             out.append(s[order][np.searchsorted(uniq, rows)].astype(np.float32))
         return out[0], out[1]
@@ -159,10 +161,10 @@ class EdgeStore(QueryPlanner):
                               with_payload=False, with_vector=False)
 
     def _run(self, req) -> tuple[np.ndarray, np.ndarray]:
-        return self._unpack(self.shard.query(req))
+        return unpack_points(self.shard.query(req))
 
     def _run_batch(self, reqs: list) -> list[tuple[np.ndarray, np.ndarray]]:
-        return [self._unpack(r) for r in self.shard.query_batch(self._e.QueryBatchRequest(reqs))]
+        return [unpack_points(r) for r in self.shard.query_batch(self._e.QueryBatchRequest(reqs))]
 
     def _ids(self, rows: np.ndarray):
         e = self._e
@@ -181,6 +183,6 @@ class EdgeStore(QueryPlanner):
                                               query=e.Query.Nearest(e.SparseVector(indices=ids, values=vals),
                                                                     using=SPARSE),
                                               with_payload=False))
-        rows, scores = self._unpack(res)
+        rows, scores = unpack_points(res)
         out[rows] = scores
         return out

@@ -48,6 +48,13 @@ UPSERT_BATCH = 256
 BM25_IDF_MODES = ("global", "modifier")
 
 
+
+def unpack_points(points) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, scores) of scored points whose ids are rows (local mode, a server or the edge engine alike)."""
+    rows = np.fromiter((int(p.id) for p in points), dtype=np.int64, count=len(points))
+    scores = np.fromiter((p.score for p in points), dtype=np.float64, count=len(points))
+    return rows, scores
+
 class QdrantBackendError(Exception):
     """The Qdrant backend cannot serve or publish (no alias, missing collection, wrong point count)."""
 
@@ -473,12 +480,6 @@ class QdrantStore(QueryPlanner):
             must.append(m.FieldCondition(key="sections", match=m.MatchValue(value=section)))
         return m.Filter(must=must) if must else None
 
-    @staticmethod
-    def _unpack(points) -> tuple[np.ndarray, np.ndarray]:
-        rows = np.fromiter((int(p.id) for p in points), dtype=np.int64, count=len(points))
-        scores = np.fromiter((p.score for p in points), dtype=np.float64, count=len(points))
-        return rows, scores
-
     # -- VectorStore
     def search(self, query_vec: np.ndarray, k: int, allowed_rows: np.ndarray | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -488,7 +489,7 @@ class QdrantStore(QueryPlanner):
         res = self.client.query_points(self.collection, query=q.tolist(), using=DENSE,
                                        query_filter=self._filter(allowed_rows), limit=int(k),
                                        search_params=self._params, with_payload=False)
-        rows, scores = self._unpack(res.points)
+        rows, scores = unpack_points(res.points)
         order = np.lexsort((rows, -scores))  # ties by row, as FAISS Flat returns them
         return rows[order], scores[order].astype(np.float32)
 
@@ -499,7 +500,7 @@ class QdrantStore(QueryPlanner):
         res = self.client.query_points(self.collection, query=q.tolist(), using=DENSE,
                                        query_filter=self.payload_filter(doc_id, section), limit=int(k),
                                        search_params=self._params, with_payload=False)
-        rows, scores = self._unpack(res.points)
+        rows, scores = unpack_points(res.points)
         return rows, scores.astype(np.float32)
 
     def fetch(self, rows: np.ndarray) -> np.ndarray:
@@ -532,7 +533,7 @@ class QdrantStore(QueryPlanner):
         dense, best = self.client.query_batch_points(self.collection, requests=reqs)
         out = []
         for resp in (dense, best):
-            r, s = self._unpack(resp.points)
+            r, s = unpack_points(resp.points)
             if r.size != uniq.size:
                 raise QdrantBackendError(f"collection {self.collection} scored {r.size} of {uniq.size} rows")
             order = np.argsort(r)
@@ -549,11 +550,11 @@ class QdrantStore(QueryPlanner):
         res = self.client.query_points(self.collection, query=req.query, using=req.using, query_filter=req.filter,
                                        limit=req.limit, score_threshold=req.score_threshold,
                                        search_params=req.params, with_payload=False)
-        return self._unpack(res.points)
+        return unpack_points(res.points)
 
     def _run_batch(self, reqs: list) -> list[tuple[np.ndarray, np.ndarray]]:
         """(rows, scores) of each request of one query_batch_points call."""
-        return [self._unpack(r.points) for r in self.client.query_batch_points(self.collection, requests=reqs)]
+        return [unpack_points(r.points) for r in self.client.query_batch_points(self.collection, requests=reqs)]
 
     def _ids(self, rows: np.ndarray):
         m = self._m
@@ -575,6 +576,6 @@ class QdrantStore(QueryPlanner):
         m = self._m
         res = self.client.query_points(self.collection, query=m.SparseVector(indices=ids, values=vals), using=SPARSE,
                                        limit=int(limit or self.ntotal), with_payload=False)
-        rows, scores = self._unpack(res.points)
+        rows, scores = unpack_points(res.points)
         out[rows] = scores
         return out
