@@ -106,6 +106,15 @@ def test_rate_limit_in_the_limiter():
     asyncio.run(scenario())
 
 
+def _holder(lim: Limiter, gate: asyncio.Event):
+    """A request that holds the one slot until `gate` is set."""
+    async def holder():
+        async with lim.slot():
+            await gate.wait()
+
+    return holder
+
+
 def test_waiters_are_served_in_arrival_order_and_newcomers_queue_behind_them():
     """A freed slot goes to the oldest waiter; a request arriving while others wait queues behind them."""
     order: list[int] = []
@@ -113,10 +122,7 @@ def test_waiters_are_served_in_arrival_order_and_newcomers_queue_behind_them():
     async def main():
         lim = Limiter(max_concurrency=1, max_queue=16, queue_timeout_s=5)
         gate = asyncio.Event()
-
-        async def holder():
-            async with lim.slot():
-                await gate.wait()
+        holder = _holder(lim, gate)
 
         async def req(i: int):
             async with lim.slot():
@@ -144,10 +150,7 @@ def test_a_waiter_that_times_out_or_is_cancelled_loses_no_slot():
     async def main():
         lim = Limiter(max_concurrency=1, max_queue=16, queue_timeout_s=0.05)
         gate = asyncio.Event()
-
-        async def holder():
-            async with lim.slot():
-                await gate.wait()
+        holder = _holder(lim, gate)
 
         async def req():
             async with lim.slot():
