@@ -63,6 +63,9 @@ _RESPONSES: dict[int, dict[str, Any]] = {
     503: {"model": ErrorBody, "description": "Not ready (index loading or unloadable), or overloaded",
           "headers": _RETRY_AFTER},
 }
+METHOD_NOT_ALLOWED = {"description": "This path does not take this method; `Allow` lists the ones it takes",
+                      "headers": {"Allow": {"schema": {"type": "string"}}},
+                      "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
 
 
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -81,6 +84,12 @@ def allowed_methods(request: Request, allow: str) -> str:
     return ", ".join(sorted(methods))
 
 
+def error_body(detail: str, **extra: Any) -> dict:
+    """The body of every error but a 422: `detail` (as FastAPI writes it) and `message`, the same sentence, the
+    field a client reads for any error (a 422 has `message` too, summarizing its field-by-field `detail`)."""
+    return {"detail": detail, "message": detail, **extra}
+
+
 def _error(loc: list, msg: str, type_: str) -> dict:
     return {"loc": loc, "msg": msg, "type": type_}
 
@@ -89,7 +98,12 @@ def _summary(errors: list[dict]) -> str:
     parts = []
     for e in errors:
         where = list(e.get("loc", []))
-        if where[:1] in (["body"], ["query"]):  # the part of the request, not the field
+        if e.get("type") == "json_invalid":  # loc is ("body", character offset); ctx says what is wrong there
+            at = where[1] if len(where) > 1 else "?"
+            cause = (e.get("ctx") or {}).get("error")
+            parts.append(f"the body is not valid JSON (at character {at}{': ' + str(cause) if cause else ''})")
+            continue
+        if where[:1] in (["body"], ["query"]) and len(where) > 1:  # the part of the request, not the field
             where = where[1:]
         loc = ".".join(str(x) for x in where)
         parts.append(f"{loc}: {e.get('msg')}" if loc else str(e.get("msg")))
@@ -130,28 +144,30 @@ def install_error_handlers(app: FastAPI) -> None:
                         "when those make it too long, send shorter turns.")
         else:
             loc = ["body", "query"]
+        if loc[1] != "question":
+            message += " Or search with mode=lexical, which does not embed the query."
         return _validation_response([_error(loc, message, "query_too_long_for_model")])
 
     @app.exception_handler(Overloaded)
     async def _overloaded(_: Request, exc: Overloaded):
-        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)})
+        return JSONResponse(error_body(str(exc)), status_code=503, headers={"Retry-After": str(exc.retry_after)})
 
     @app.exception_handler(RateLimited)
     async def _rate_limited(_: Request, exc: RateLimited):
-        return JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": str(exc.retry_after)})
+        return JSONResponse(error_body(str(exc)), status_code=429, headers={"Retry-After": str(exc.retry_after)})
 
     @app.exception_handler(NotReady)
     async def _not_ready(_: Request, exc: NotReady):
-        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "2"})
+        return JSONResponse(error_body(str(exc)), status_code=503, headers={"Retry-After": "2"})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
         headers = dict(exc.headers or {})
         if exc.status_code == 405:
             headers["Allow"] = allowed_methods(request, headers.get("Allow", ""))
-        return JSONResponse(clean({"detail": exc.detail}), status_code=exc.status_code, headers=headers)
+        return JSONResponse(clean(error_body(exc.detail)), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": "internal error; the server log has the details"}, status_code=500)
+        return JSONResponse(error_body("internal error; the server log has the details"), status_code=500)

@@ -15,13 +15,14 @@ from fastapi.staticfiles import StaticFiles
 from indexer import __version__
 from indexer.embed import Embedder
 from service.config import Settings
-from service.errors import install_error_handlers
+from service.errors import METHOD_NOT_ALLOWED, install_error_handlers
 from service.limits import Limiter
 from service.metrics import Metrics, MetricsMiddleware
 from service.middleware import AdmissionMiddleware, BodyLimitMiddleware, HostCheckMiddleware, SecurityHeadersMiddleware
 from service.response_cache import ResponseCache
 from service.routes import admin, ask, ops, page, search
 from service.routes.docs import install_docs
+from service.schemas import ErrorBody
 from service.state import Resources, install_sighup
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -103,6 +104,11 @@ def _openapi_with_limits(app: FastAPI, settings: Settings):
         for param in schema.get("paths", {}).get("/v1/search", {}).get("get", {}).get("parameters", []):
             if param.get("name") == "q":
                 param["schema"]["maxLength"] = settings.max_query_chars
+        for operations in schema.get("paths", {}).values():  # any path answers another method with a 405
+            for op in operations.values():
+                op.setdefault("responses", {}).setdefault("405", METHOD_NOT_ALLOWED)
+        schema.setdefault("components", {}).setdefault("schemas", {}).setdefault(
+            "ErrorBody", ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}"))
         app.openapi_schema = schema
         return schema
 

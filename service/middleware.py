@@ -18,6 +18,7 @@ import re
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.errors import error_body
 from service.limits import Overloaded
 from service.metrics import Metrics
 
@@ -66,7 +67,7 @@ class BodyLimitMiddleware:
         if length is not None and length.strip().isdigit() and int(length) > self.max_bytes:
             self._count("body_too_large")
             exc = BodyTooLarge(self.max_bytes)
-            await send_json(send, exc.status_code, {"detail": exc.detail}, exc.headers)
+            await send_json(send, exc.status_code, error_body(exc.detail), exc.headers)
             return
 
         loop = asyncio.get_running_loop()
@@ -103,7 +104,7 @@ class BodyLimitMiddleware:
         except (BodyTooLarge, BodyTimeout) as exc:  # raised where no handler turned it into a response
             if state["started"]:
                 raise
-            await send_json(send, exc.status_code, {"detail": exc.detail}, exc.headers)
+            await send_json(send, exc.status_code, error_body(exc.detail), exc.headers)
 
 
 class AdmissionMiddleware:
@@ -120,7 +121,7 @@ class AdmissionMiddleware:
                 try:
                     limiter.check_admission()
                 except Overloaded as exc:
-                    await send_json(send, 503, {"detail": str(exc)}, {"Retry-After": str(exc.retry_after)})
+                    await send_json(send, 503, error_body(str(exc)), {"Retry-After": str(exc.retry_after)})
                     return
         await self.app(scope, receive, send)
 
@@ -145,7 +146,7 @@ class HostCheckMiddleware:
         raw = (_header(scope, b"host") or b"").decode("latin-1").lower()
         host = raw.rsplit(":", 1)[0] if not raw.endswith("]") else raw
         if not self._ok(host):
-            await send_json(send, 400, {"detail": "this Host is not served here (REPORTQA_ALLOWED_HOSTS)"})
+            await send_json(send, 400, error_body("this Host is not served here (REPORTQA_ALLOWED_HOSTS)"))
             return
         await self.app(scope, receive, send)
 

@@ -41,8 +41,7 @@ class QueryTooLong(ValueError):
 
     def __init__(self, pieces: int, limit: int) -> None:
         super().__init__(f"is {pieces} word pieces long; the embedding model reads at most {limit} (special "
-                         "tokens included) and the service never truncates a query. Shorten it, or use "
-                         "mode=lexical, which does not embed the query.")
+                         "tokens included) and the service never truncates a query. Shorten it.")
         self.pieces, self.limit = pieces, limit
 
 

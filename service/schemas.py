@@ -145,6 +145,8 @@ class ValidationErrorBody(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    """Every other error: a sentence saying what went wrong and what to do."""
+    """Every other error: a sentence saying what went wrong and what to do, as `detail` and as `message` (the
+    field every error body has)."""
 
     detail: str
+    message: str

@@ -110,6 +110,7 @@ def test_operations(client):
     assert info["index_version"] == ready.json()["index_version"]
     assert info["model"]["name"] == "sentence-transformers/all-MiniLM-L6-v2" and info["model"]["dim"] == 384
     assert info["documents"][0]["doc_id"] == DOC_ID and info["chunks"] > 20 and info["built_at"]
+    assert info["index_type"] == "faiss Flat (exact)" and info["dense_index"]["factory"] == "Flat"
     m = client.get("/metrics")
     assert m.status_code == 200 and m.headers["content-type"].startswith("text/plain")
     assert 'reportqa_requests_total{method="GET",route="/v1/search"' in m.text

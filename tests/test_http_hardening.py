@@ -94,11 +94,13 @@ def test_query_longer_than_the_model_reads_is_refused_not_truncated(fake_client)
         assert r.status_code == 422, r.text
         assert "302 word pieces" in r.json()["message"] and "at most 256" in r.json()["message"]
         assert r.json()["detail"][0]["type"] == "query_too_long_for_model"
+        assert "mode=lexical" in r.json()["message"]  # search can take it without embedding it
     r = fake_client.get("/v1/search", params={"q": long})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "q"]
     assert fake_client.post("/v1/search", json={"query": long, "mode": "lexical"}).status_code == 200
     r = fake_client.post("/v1/ask", json={"question": long})
     assert r.status_code == 422 and "word pieces" in r.json()["message"]
+    assert "mode=lexical" not in r.json()["message"]  # /v1/ask has no lexical mode to suggest
     # a follow-up is searched with the earlier user turns: too long together is refused too, never cut
     turn = " ".join(["h"] * 260)
     r = fake_client.post("/v1/ask", json={"question": "and its members?", "history": [{"role": "user",
@@ -230,6 +232,18 @@ def test_405_names_the_allowed_methods(fake_client):
     assert fake_client.post("/healthz").headers["allow"] == "GET, HEAD"
 
 
+def test_every_error_body_has_a_message(fake_client):
+    """One field for any error: `message` (a 422 summarizes its field-by-field `detail` in it)."""
+    for r in (fake_client.delete("/v1/ask"), fake_client.get("/nowhere"), fake_client.post("/v1/admin/reload"),
+              fake_client.post("/v1/ask", json={"question": ""})):
+        assert r.status_code in (404, 405, 422) and r.json()["message"], r.text
+    r = fake_client.post("/v1/ask", content=b'{"question": "unterminated', headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    assert r.json()["message"].startswith("the body is not valid JSON (at character ")
+    r = fake_client.post("/v1/ask", json=["not", "an", "object"])
+    assert r.status_code == 422 and r.json()["message"].startswith("body: ")
+
+
 def test_openapi_describes_the_errors_and_the_configured_limits(fake_index, fake_embedder):
     with make_client(fake_index, fake_embedder, max_query_chars=500, max_history_turns=4) as c:
         spec = c.get("/openapi.json").json()
@@ -238,6 +252,9 @@ def test_openapi_describes_the_errors_and_the_configured_limits(fake_index, fake
     assert "Retry-After" in post["503"]["headers"] and "Retry-After" in post["429"]["headers"]
     assert {"200", "422", "429", "503"} <= set(spec["paths"]["/v1/ask"]["post"]["responses"])
     assert "503" in spec["paths"]["/readyz"]["get"]["responses"]
+    for path, operations in spec["paths"].items():  # another method on any path is a documented 405
+        for method, op in operations.items():
+            assert "Allow" in op["responses"]["405"]["headers"], (method, path)
     schemas = spec["components"]["schemas"]
     assert schemas["SearchRequest"]["properties"]["query"]["maxLength"] == 500
     assert schemas["AskRequest"]["properties"]["question"]["maxLength"] == 500

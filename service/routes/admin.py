@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from indexer.store import IndexLoadError, UnknownVersion, list_versions, read_current
 from service.deps import AdminDep, ResourcesDep
-from service.errors import responses
+from service.errors import error_body, responses
 from service.schemas import ValidationErrorBody
 
 _AUTH = responses(400, 401, 403, 404)
@@ -34,6 +34,7 @@ class ReloadResponse(BaseModel):
 
 class ReloadFailure(BaseModel):
     detail: str = Field(description="why the version was not swapped in")
+    message: str = Field(description="the same sentence (the field every error body has)")
     serving: str | None = Field(description="the version that keeps serving (null if none)")
 
 
@@ -51,10 +52,10 @@ async def reload(res: ResourcesDep, body: ReloadRequest | None = None):
     try:
         previous, current = await run_in_threadpool(res.reload, version)
     except UnknownVersion as e:
-        return JSONResponse({"detail": str(e), "serving": res.version}, status_code=422)
+        return JSONResponse(error_body(str(e), serving=res.version), status_code=422)
     except IndexLoadError as e:
-        return JSONResponse({"detail": f"reload failed, the old version keeps serving: {e}",
-                             "serving": res.version}, status_code=500)
+        return JSONResponse(error_body(f"reload failed, the old version keeps serving: {e}", serving=res.version),
+                            status_code=500)
     return {"previous": previous, "current": current}
 
 

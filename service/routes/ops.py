@@ -68,6 +68,13 @@ async def index_info(
     """`documents` holds one page, in corpus order (by path); `total` counts all documents and `next_offset`
     is where the next page starts (null on the last page)."""
     m = res.index.manifest
+    dense = m.get("dense") or {}
+    backend = request.app.state.resources.backend
+    if backend is not None:
+        index_type = f"qdrant ({backend.where})"
+    else:
+        index_type = f"{dense.get('engine', 'faiss')} {dense.get('factory', 'Flat')}" + (
+            " (exact)" if dense.get("exact", True) else " (approximate)")
     documents = res.index.documents
     page = list(islice(documents.values(), offset, offset + limit))
     end = offset + len(page)
@@ -79,6 +86,8 @@ async def index_info(
         "model": m["model"],
         "chunker": m.get("chunker"),
         "lexical": m.get("lexical"),
+        "index_type": index_type,  # where dense scores come from: FAISS's index type here, or Qdrant
+        "dense_index": dense,  # the FAISS index the build chose (its factory string, why, exact or not)
         "fusion": asdict(res.retriever.fusion),
         "encoder": {"kind": request.app.state.resources.encoder_kind or "given",
                     "note": request.app.state.resources.encoder_note},
