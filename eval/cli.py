@@ -278,7 +278,8 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--threads", type=int, default=None)
         sp.add_argument("--no-progress", action="store_true")
 
-    r = sub.add_parser("run", help="evaluate modes and write eval/reports/<dataset>-<split>-<date>.{json,md,png}")
+    r = sub.add_parser("run", help="evaluate modes and write "
+                                   "eval/reports/<dataset>-<split>-<date>[-http].{json,md,png}")
     common(r)
     r.add_argument("--modes", default="naive,lexical,dense,hybrid,ask",
                    help=f"comma list from {', '.join(ALL_MODES)} (naive: paragraph chunks, dense, no headings)")

@@ -104,7 +104,8 @@ def detail_tables(results: list[ModeResult]) -> str:
 def write_reports(results: list[ModeResult], meta: dict, out_dir: Path, plot: bool = True) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     date = time.strftime("%Y-%m-%d")
-    stem = f"{meta['dataset']}-{meta['split']}-{date}"
+    over_http = meta.get("target", "in-process") != "in-process"  # a --url run does not overwrite the in-process one
+    stem = f"{meta['dataset']}-{meta['split']}-{date}" + ("-http" if over_http else "")
     paths = {"json": out_dir / f"{stem}.json", "md": out_dir / f"{stem}.md"}
     payload = {"meta": meta, "modes": {r.mode: {"metrics": r.metrics, "curve": r.curve, "tables": r.tables,
                                                 "latencies_ms": r.latencies_ms, "per_query": r.per_query}

@@ -164,3 +164,15 @@ def test_eval_cli_on_report_external_writes_per_style_and_reliability_tables(tmp
     curve = ask["tables"]["refusal_curve"]
     assert curve["answerable"][0] == 0.0 and curve["near-miss"][0] == 0.0  # nothing is refused at 0
     assert all(a <= b for a, b in zip(curve["answerable"], curve["answerable"][1:], strict=False))
+
+
+def test_a_run_over_http_does_not_overwrite_the_in_process_report(tmp_path):
+    from eval.report import write_reports
+    from eval.runner import ModeResult
+
+    r = ModeResult(mode="lexical", metrics={"hit@1": 1.0}, curve={1: 1.0}, latencies_ms=[1.0])
+    meta = {"dataset": "report", "split": "test", "queries": 1, "when": "now", "k": 10}
+    local = write_reports([r], {**meta, "target": "in-process"}, tmp_path, plot=False)
+    http = write_reports([r], {**meta, "target": "http://127.0.0.1:8000"}, tmp_path, plot=False)
+    assert local["json"] != http["json"] and http["json"].name.endswith("-http.json")
+    assert local["json"].is_file() and http["json"].is_file()
