@@ -135,17 +135,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(QueryTooLong)
     async def _too_long(request: Request, exc: QueryTooLong):
-        message = str(exc)
-        if request.method == "GET":
-            loc = ["query", "q"]
-        elif request.url.path.endswith("/ask"):
+        if request.url.path.endswith("/ask"):
             loc = ["body", "question"]
-            message += (" A follow-up question is searched together with the last user turns of `history`: "
-                        "when those make it too long, send shorter turns.")
+            hint = (" A follow-up question is searched together with the last user turns of `history`: when "
+                    "those make it too long, send shorter turns.")
         else:
-            loc = ["body", "query"]
-        if loc[1] != "question":
-            message += " Or search with mode=lexical, which does not embed the query."
+            loc = ["query", "q"] if request.method == "GET" else ["body", "query"]
+            hint = " Or search with mode=lexical, which does not embed the query."
+        message = str(exc) + hint
         return _validation_response([_error(loc, message, "query_too_long_for_model")])
 
     @app.exception_handler(Overloaded)

@@ -22,7 +22,6 @@ from service.middleware import AdmissionMiddleware, BodyLimitMiddleware, HostChe
 from service.response_cache import ResponseCache
 from service.routes import admin, ask, ops, page, search
 from service.routes.docs import install_docs
-from service.schemas import ErrorBody
 from service.state import Resources, install_sighup
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -107,8 +106,6 @@ def _openapi_with_limits(app: FastAPI, settings: Settings):
         for operations in schema.get("paths", {}).values():  # any path answers another method with a 405
             for op in operations.values():
                 op.setdefault("responses", {}).setdefault("405", METHOD_NOT_ALLOWED)
-        schema.setdefault("components", {}).setdefault("schemas", {}).setdefault(
-            "ErrorBody", ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}"))
         app.openapi_schema = schema
         return schema
 

@@ -68,13 +68,12 @@ async def index_info(
     """`documents` holds one page, in corpus order (by path); `total` counts all documents and `next_offset`
     is where the next page starts (null on the last page)."""
     m = res.index.manifest
-    dense = m.get("dense") or {}
     backend = request.app.state.resources.backend
-    if backend is not None:
-        index_type = f"qdrant ({backend.where})"
+    dense = None if backend is not None else m.get("dense")  # under Qdrant the FAISS spec is not what serves
+    if dense is None:
+        index_type = f"qdrant ({backend.where})" if backend is not None else "faiss (not recorded by this build)"
     else:
-        index_type = f"{dense.get('engine', 'faiss')} {dense.get('factory', 'Flat')}" + (
-            " (exact)" if dense.get("exact", True) else " (approximate)")
+        index_type = f"{dense['engine']} {dense['factory']} ({'exact' if dense['exact'] else 'approximate'})"
     documents = res.index.documents
     page = list(islice(documents.values(), offset, offset + limit))
     end = offset + len(page)
@@ -87,7 +86,7 @@ async def index_info(
         "chunker": m.get("chunker"),
         "lexical": m.get("lexical"),
         "index_type": index_type,  # where dense scores come from: FAISS's index type here, or Qdrant
-        "dense_index": dense,  # the FAISS index the build chose (its factory string, why, exact or not)
+        "dense_index": dense,  # the FAISS index the build chose (factory string, why, exact or not); null on Qdrant
         "fusion": asdict(res.retriever.fusion),
         "encoder": {"kind": request.app.state.resources.encoder_kind or "given",
                     "note": request.app.state.resources.encoder_note},
