@@ -68,6 +68,15 @@ class Hit:
     lexical: float
 
 
+@dataclass
+class Retrieval:
+    """A search's hits and the highest BM25 score among the chunks it was allowed to return (exact in
+    hybrid and lexical modes; in dense mode through a store that scores in few requests, of its pool only)."""
+
+    hits: list[Hit]
+    lexical_max: float
+
+
 class QueryCache:
     """A small thread-safe LRU of query vectors: a search box sends the same prefixes again and again."""
 
@@ -270,30 +279,41 @@ class Retriever:
                section: str | None = None, query_vec: np.ndarray | None = None,
                lexical: np.ndarray | None = None) -> list[Hit]:
         """The k best chunks. `query_vec` and `lexical` (BM25 scores) may be passed when already computed."""
+        return self.retrieve(query, k, mode, doc_id, section, query_vec, lexical).hits
+
+    def retrieve(self, query: str, k: int = 10, mode: str = "hybrid", doc_id: str | None = None,
+                 section: str | None = None, query_vec: np.ndarray | None = None,
+                 lexical: np.ndarray | None = None) -> Retrieval:
+        """`search`, with the highest BM25 score among the allowed chunks (what /v1/ask's `lexical_top` reads),
+        taken from the scores the search itself read: a store that scores a query in few requests (Qdrant)
+        returns the BM25 top, not every chunk's score."""
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
         allowed = self.allowed_rows(doc_id, section)
         pre = self._store_query(query, mode, k, allowed, query_vec, lexical)
         lex = pre.lex if pre is not None else lexical if lexical is not None else self.lexical_scores(query)
+        in_scope = lex if allowed is None else lex[allowed]
+        lexical_max = float(in_scope.max()) if in_scope.size else 0.0
         if mode == "lexical":
             rows = np.flatnonzero(lex > 0) if allowed is None else allowed[lex[allowed] > 0]
             top = rows[topk(lex[rows].astype(np.float64), k, self.ids[rows])]
             dense = None if query_vec is None else self.dense_scores_for(top, query_vec)
-            return [Hit(int(i), self.chunks[int(i)], float(lex[i]), None if dense is None else float(dense[j]),
-                        float(lex[i])) for j, i in enumerate(top)]
+            return Retrieval([Hit(int(i), self.chunks[int(i)], float(lex[i]),
+                                  None if dense is None else float(dense[j]), float(lex[i]))
+                              for j, i in enumerate(top)], lexical_max)
         q = query_vec if query_vec is not None else self.encode_query(query)
         pool, pool_dense = (pre.pool, self._blend(*pre.dense(pre.pool))) if pre is not None \
             else self._dense_pool(q, allowed)
         if mode == "dense":
             pos = topk(pool_dense.astype(np.float64), k, self.ids[pool])
-            return [Hit(int(pool[p]), self.chunks[int(pool[p])], float(pool_dense[p]), float(pool_dense[p]),
-                        float(lex[pool[p]])) for p in pos]
+            return Retrieval([Hit(int(pool[p]), self.chunks[int(pool[p])], float(pool_dense[p]),
+                                  float(pool_dense[p]), float(lex[pool[p]])) for p in pos], lexical_max)
         cand, fused, dense = self._fuse(q, pool, pool_dense, lex, allowed, pre)
         keep = (lex[cand] > 0) | (dense >= self.fusion.min_dense_without_terms)
         cand, fused, dense = cand[keep], fused[keep], dense[keep]
         pos = topk(fused, k, self.ids[cand])
-        return [Hit(int(cand[p]), self.chunks[int(cand[p])], float(fused[p]), float(dense[p]), float(lex[cand[p]]))
-                for p in pos]
+        return Retrieval([Hit(int(cand[p]), self.chunks[int(cand[p])], float(fused[p]), float(dense[p]),
+                              float(lex[cand[p]])) for p in pos], lexical_max)
 
     def _fuse(self, q: np.ndarray, pool: np.ndarray, pool_dense: np.ndarray, lex: np.ndarray,
               allowed: np.ndarray | None, pre=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -164,11 +164,21 @@ def test_requests_per_query(fake, published, fake_embedder, monkeypatch):
                 if pool == 8 and mode == "hybrid":  # fusion candidates from BM25 alone were scored in request 2
                     pool_rows = set(store.search(qdrant_r.encode_query(q), 8)[0].tolist())
                     lexical_only += sum(h.index not in pool_rows for h in got)
-        # /v1/ask's retrieval: BM25 of every chunk first (its lexical_top feature), then the search
-        counting.calls.clear()
-        qdrant_r.search(questions[0], k=5, mode="hybrid", lexical=qdrant_r.lexical_scores(questions[0]),
-                        query_vec=qdrant_r.encode_query(questions[0]))
-        assert len(counting.calls) == (2 if pool == 256 else 3), counting.calls
+        if mode != "hybrid":
+            continue
+        # /v1/ask's retrieval: the requests of a search; its lexical_top (the highest BM25 of any allowed chunk)
+        # read from the BM25 top that search fetched, not from every chunk's score (a section of a few chunks:
+        # all of them in the pool, one request)
+        for q in questions:
+            for f in ({}, {"doc_id": DOC_ID}, {"section": "OpenInfra Asia"}):
+                counting.calls.clear()
+                got = qdrant_r.retrieve(q, k=5, mode="hybrid", query_vec=qdrant_r.encode_query(q), **f)
+                assert counting.calls == (["query_batch_points"] if "section" in f else want), counting.calls
+                allowed = faiss_r.allowed_rows(**f)
+                every = faiss_r.lexical_scores(q)
+                every = every if allowed is None else every[allowed]
+                assert got.lexical_max == pytest.approx(float(every.max()), rel=1e-5), (pool, q, f)
+                assert faiss_r.retrieve(q, k=5, **f).lexical_max == pytest.approx(got.lexical_max, rel=1e-5)
     assert lexical_only > 0  # the second request really scored lexical-only candidates
     assert store.tie_extensions == 0
 

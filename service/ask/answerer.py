@@ -103,14 +103,14 @@ class Answerer:
         rq = retrieval_query(question, history or [])
         q = analyze_question(rq)
         qvec = self.r.encode_query(rq)
-        lexical = self.r.lexical_scores(rq)
-        hits = self.r.search(rq, k=max(k, 5), mode="hybrid", query_vec=qvec, lexical=lexical)
+        found = self.r.retrieve(rq, k=max(k, 5), mode="hybrid", query_vec=qvec)
+        hits = found.hits
         sims = self.r.sentence_scores(qvec)
         cands = candidates(q, hits, sims, self.r.sentence_starts, self.weights,
                            sentence_weights or self.sentence_weights)
         best = cands[0] if cands else None
         signals = Signals(question=q, hits=hits, best=best, slot=find_slot(q, hits, self.weights),
-                          weights=self.weights, lexical_top=float(lexical.max()) if hits else 0.0)
+                          weights=self.weights, lexical_top=found.lexical_max if hits else 0.0)
         return Analysis(retrieval_query=rq, question=q, qvec=qvec, hits=hits, sentence_sims=sims,
                         candidates=cands, x=feature_vector(signals))
 
