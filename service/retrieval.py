@@ -70,11 +70,18 @@ class Hit:
 
 @dataclass
 class Retrieval:
-    """A search's hits and the highest BM25 score among the chunks it was allowed to return (exact in
-    hybrid and lexical modes; in dense mode through a store that scores in few requests, of its pool only)."""
+    """A search's hits, with the BM25 scores it read (every chunk's, or a store's top: see `lexical_max`)."""
 
     hits: list[Hit]
-    lexical_max: float
+    lex: np.ndarray  # BM25 by row (rows the search did not read are 0)
+    allowed: np.ndarray | None  # the rows the filters kept (None: every row)
+
+    @property
+    def lexical_max(self) -> float:
+        """The highest BM25 score among the allowed chunks: exact in hybrid and lexical modes (a store that
+        scores in few requests returns the BM25 top); in dense mode through such a store, of its pool only."""
+        scope = self.lex if self.allowed is None else self.lex[self.allowed]
+        return float(scope.max()) if scope.size else 0.0
 
 
 class QueryCache:
@@ -292,28 +299,26 @@ class Retriever:
         allowed = self.allowed_rows(doc_id, section)
         pre = self._store_query(query, mode, k, allowed, query_vec, lexical)
         lex = pre.lex if pre is not None else lexical if lexical is not None else self.lexical_scores(query)
-        in_scope = lex if allowed is None else lex[allowed]
-        lexical_max = float(in_scope.max()) if in_scope.size else 0.0
         if mode == "lexical":
             rows = np.flatnonzero(lex > 0) if allowed is None else allowed[lex[allowed] > 0]
             top = rows[topk(lex[rows].astype(np.float64), k, self.ids[rows])]
             dense = None if query_vec is None else self.dense_scores_for(top, query_vec)
             return Retrieval([Hit(int(i), self.chunks[int(i)], float(lex[i]),
                                   None if dense is None else float(dense[j]), float(lex[i]))
-                              for j, i in enumerate(top)], lexical_max)
+                              for j, i in enumerate(top)], lex, allowed)
         q = query_vec if query_vec is not None else self.encode_query(query)
         pool, pool_dense = (pre.pool, self._blend(*pre.dense(pre.pool))) if pre is not None \
             else self._dense_pool(q, allowed)
         if mode == "dense":
             pos = topk(pool_dense.astype(np.float64), k, self.ids[pool])
             return Retrieval([Hit(int(pool[p]), self.chunks[int(pool[p])], float(pool_dense[p]),
-                                  float(pool_dense[p]), float(lex[pool[p]])) for p in pos], lexical_max)
+                                  float(pool_dense[p]), float(lex[pool[p]])) for p in pos], lex, allowed)
         cand, fused, dense = self._fuse(q, pool, pool_dense, lex, allowed, pre)
         keep = (lex[cand] > 0) | (dense >= self.fusion.min_dense_without_terms)
         cand, fused, dense = cand[keep], fused[keep], dense[keep]
         pos = topk(fused, k, self.ids[cand])
         return Retrieval([Hit(int(cand[p]), self.chunks[int(cand[p])], float(fused[p]), float(dense[p]),
-                              float(lex[cand[p]])) for p in pos], lexical_max)
+                              float(lex[cand[p]])) for p in pos], lex, allowed)
 
     def _fuse(self, q: np.ndarray, pool: np.ndarray, pool_dense: np.ndarray, lex: np.ndarray,
               allowed: np.ndarray | None, pre=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
