@@ -139,7 +139,7 @@ def cmd_run(args) -> int:
         if m not in targets:
             continue
         if m == "ask":
-            if dataset.name not in ("report", "report-external") or not any(q.question for q in dataset.queries):
+            if dataset.corpus_file is not None or not any(q.question for q in dataset.queries):  # BEIR: no /v1/ask
                 continue
             results.append(evaluate_ask(dataset, targets[m], progress=not args.no_progress))
         else:
@@ -263,7 +263,8 @@ def _parser() -> argparse.ArgumentParser:
 
     def common(sp):
         sp.add_argument("--dataset", default="report",
-                        help="'report', 'report-external' or a BEIR directory (default: report)")
+                        help="'report', 'report-external', a directory in report-external's layout "
+                             "(eval/datasets/helpers-a) or a BEIR directory (default: report)")
         sp.add_argument("--split", default=None, help="report: dev|test|fresh (default test); report-external: "
                         "all|answerable|unanswerable|keywords (default all); BEIR: a qrels split (default test)")
         sp.add_argument("--external-dir", type=Path, default=None,

@@ -16,7 +16,7 @@ from eval.datasets import (
 )
 from eval.runner import evaluate_ask, evaluate_mode
 from eval.targets import HttpTarget, InProcessTarget
-from tests.conftest import needs_external
+from tests.conftest import ROOT, needs_external
 
 FLOORS = json.loads((Path(__file__).resolve().parent.parent / "eval" / "floors.json").read_text())
 
@@ -66,6 +66,31 @@ def test_report_external_is_read_in_place_and_its_headings_map_to_anchors(report
     assert kw.queries and not any(q.question for q in kw.queries)
     with pytest.raises(DatasetError, match="no split"):
         load_external_set("test")
+
+
+def test_a_directory_in_report_externals_layout_is_a_dataset_named_after_it(report_chunks):
+    """eval/datasets/helpers-a and -b (written by helper agents from the report alone, see HELPERS.md) load like
+    report-external: verbatim answers, headings that map to anchors, near-miss and off-topic questions."""
+    for name in ("helpers-a", "helpers-b"):
+        ds = load_dataset(str(ROOT / "eval" / "datasets" / name))
+        assert ds.name == name and ds.split == "all" and ds.key == "anchor"
+        assert sum(q.answerable for q in ds.queries) == 110 and len(ds.queries) == 165
+        assert {q.style for q in ds.queries if not q.answerable} == {"near-miss", "off-topic"}
+        resolve_sections(ds, [(c.heading_path[-1] if c.heading_path else "", c.anchor) for c in report_chunks.chunks])
+        assert all(q.relevance for q in ds.queries if q.answerable)
+        report = (ROOT / "corpus" / "openinfra-annual-report-2023.md").read_text(encoding="utf-8")
+        assert all(a in report for q in ds.queries for a in q.answers)
+
+
+@pytest.mark.slow
+def test_eval_cli_runs_ask_on_a_set_in_report_externals_layout(tmp_path, real_index):
+    from eval.cli import main
+
+    rc = main(["run", "--dataset", str(ROOT / "eval" / "datasets" / "helpers-b"), "--index", str(real_index),
+               "--modes", "hybrid,ask", "--out", str(tmp_path), "--no-progress", "--no-plot", "--limit", "120"])
+    assert rc == 0
+    ask = json.loads(next(tmp_path.glob("helpers-b-all-*.json")).read_text())["modes"]["ask"]
+    assert len(ask["per_query"]) == 120 and {"numeric", "near-miss"} <= set(ask["tables"]["per_style"])
 
 
 @needs_external
