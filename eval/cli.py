@@ -169,6 +169,50 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _datasets(specs: str, external_dir) -> list[Dataset]:
+    """`dataset:split,…` (a split may be left out) as datasets."""
+    pairs = [(s.strip().partition(":")[0], s.strip().partition(":")[2] or None) for s in specs.split(",") if s.strip()]
+    return [load_dataset(name, split, external_dir) for name, split in pairs]
+
+
+def cmd_reader(args) -> int:
+    """Fit a reader on some question sets, score others; prints AUROC and answer-sentence figures per set."""
+    from eval.reader import collect_pairs, figures, score, train
+    from service.ask import Answerer
+
+    fit_on, scored = _datasets(args.train, args.external_dir), _datasets(args.score, args.external_dir)
+    args.alpha, args.fusion, args.url = None, None, None
+    target = _targets(args, fit_on[0], ["hybrid"])["hybrid"]
+    for d in fit_on + scored:
+        _resolve_sections(args, d, {"hybrid": target})
+    calibrated = target.answerer if isinstance(target.answerer, Answerer) else None
+    analysis = calibrated or Answerer(target.retriever, None)  # the service's sentence ranking when calibrated
+    t0 = time.perf_counter()
+    training = [q for d in fit_on for q in collect_pairs(d, analysis)]
+    if args.limit:
+        training = training[: args.limit]
+    tok, model = train(training, epochs=args.epochs, lr=args.lr, neg_per_pos=args.neg_per_pos, seed=args.seed,
+                       lora_rank=args.lora, threads=args.threads or 2)
+    minutes = (time.perf_counter() - t0) / 60
+    trained_on = {f"{d.name}/{d.split}" for d in fit_on}
+    out = {"trained_on": sorted(trained_on), "training_minutes": round(minutes, 2), "epochs": args.epochs,
+           "lr": args.lr, "lora_rank": args.lora, "sets": {}}
+    print("| set | questions | AUROC reader | AUROC confidence | AUROC reader + confidence (by rank) | "
+          "reader's sentence holds an answer | service's |")
+    print("|---|---|---|---|---|---|---|")
+    for d in scored:
+        qs = collect_pairs(d, analysis, calibrated)
+        f = figures(qs, score(tok, model, qs))
+        name = f"{d.name}/{d.split}" + (" (trained on)" if f"{d.name}/{d.split}" in trained_on else "")
+        out["sets"][name] = f
+        cells = [f"{v:.3f}" if isinstance(v, float) else str(v) for v in (
+            f["questions"], f["auroc_reader"], f["auroc_confidence"], f["auroc_reader_plus_confidence"],
+            f["reader_sentence_holds_answer"], f["service_sentence_holds_answer"])]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print(json.dumps(out, indent=1))
+    return 0
+
+
 def cmd_tune(args) -> int:
     """Grid over fusion settings on a tuning split; prints the table and the best setting."""
     from eval.runner import evaluate_mode
@@ -306,6 +350,19 @@ def _parser() -> argparse.ArgumentParser:
                    help="most of the pooled answerable questions the threshold may refuse (default 0.04)")
     c.add_argument("--write", type=Path, default=None,
                    help="where to write (default REPORTQA_CALIBRATION, else <index>/calibration.json)")
+    rd = sub.add_parser("reader", help="fit a cross-encoder reader on some question sets and score others "
+                                       "(a measurement: the service does not use it)")
+    common(rd)
+    rd.add_argument("--train", default="report:dev,eval/datasets/helpers-a,eval/datasets/helpers-b",
+                    help="comma list of dataset[:split] to fit on")
+    rd.add_argument("--score", default="report-external:all,report:test,report:fresh",
+                    help="comma list of dataset[:split] to score")
+    rd.add_argument("--epochs", type=int, default=5)
+    rd.add_argument("--lr", type=float, default=5e-5, help="learning rate of the encoder (or of the adapters)")
+    rd.add_argument("--neg-per-pos", type=float, default=4.0)
+    rd.add_argument("--lora", type=int, default=None, help="train rank-r adapters instead of every weight")
+    rd.add_argument("--seed", type=int, default=0)
+    rd.add_argument("--limit", type=int, default=None, help="fit on the first N questions only (a quick check)")
     rp = sub.add_parser("reproduce", help="published BM25 and MTEB dense protocols on a BEIR data set")
     common(rp)
     b = sub.add_parser("bench", help="index build seconds, search/ask latency percentiles, memory")
@@ -334,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return {"run": cmd_run, "tune": cmd_tune, "calibrate": cmd_calibrate, "bench": cmd_bench,
-                "reproduce": cmd_reproduce}[args.command](args)
+                "reproduce": cmd_reproduce, "reader": cmd_reader}[args.command](args)
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

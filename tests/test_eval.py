@@ -201,3 +201,37 @@ def test_a_run_over_http_does_not_overwrite_the_in_process_report(tmp_path):
     http = write_reports([r], {**meta, "target": "http://127.0.0.1:8000"}, tmp_path, plot=False)
     assert local["json"] != http["json"] and http["json"].name.endswith("-http.json")
     assert local["json"].is_file() and http["json"].is_file()
+
+
+def test_reader_figures_compare_the_reader_with_the_services_confidence():
+    """eval.reader.figures: AUROC of the reader's best sentence, of `confidence`, and of both by rank, over
+    answerable and near-miss questions (off-topic ones left out); answer-sentence hit rates on answerable ones."""
+    import numpy as np
+
+    from eval.reader import QuestionPairs, figures
+
+    def q(answerable, style, conf, labels):
+        return QuestionPairs("s/all", "id", style, answerable, conf, "q?", [("h", "s")] * len(labels), labels)
+
+    qs = [q(True, "numeric", 0.9, [0.0, 1.0]), q(True, "chat", 0.2, [1.0, 0.0]),
+          q(False, "near-miss", 0.8, [0.0, 0.0]), q(False, "off-topic", 0.0, [0.0])]
+    scores = [np.array([0.1, 2.0]), np.array([1.5, -1.0]), np.array([-1.0, -2.0]), np.array([5.0])]
+    f = figures(qs, scores)
+    assert f["questions"] == 3  # the off-topic question is not counted
+    assert f["auroc_reader"] == 1.0 and f["auroc_confidence"] == 0.5
+    assert f["reader_sentence_holds_answer"] == 1.0 and f["service_sentence_holds_answer"] == 0.5
+
+
+@pytest.mark.slow
+def test_eval_reader_fits_on_some_sets_and_scores_others(real_index, capsys):
+    from eval.cli import main
+
+    rc = main(["reader", "--train", "report:dev", "--score", "report:test", "--epochs", "1", "--limit", "6",
+               "--index", str(real_index), "--no-progress"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    body = json.loads(out[out.index("{"):])
+    assert body["trained_on"] == ["report/dev"]
+    f = body["sets"]["report/test"]
+    assert f["questions"] > 40 and 0.0 <= f["auroc_reader"] <= 1.0
+    assert f["auroc_confidence"] > 0.8  # the calibrated service's own figure on test (0.939 when measured)

@@ -1,0 +1,193 @@
+"""A reader for /v1/ask's abstention, measured (not served): a cross-encoder fine-tuned from the bundled MiniLM
+weights to score "this sentence answers this question", fitted on some authors' questions and scored on others.
+
+    python -m eval reader --train report:dev,eval/datasets/helpers-a,eval/datasets/helpers-b \\
+        --score report-external:all,report:test,report:fresh
+
+Pairs: for each question, the top `TOP_CANDIDATES` candidate sentences of /v1/ask's own analysis (the service's
+retrieval and sentence ranking); a sentence holding one of the question's answer strings is a positive, every
+other one (and every sentence of an unanswerable question) a negative. Input: question, then heading path and
+sentence, at most 128 word pieces. Model: BERT (the bundled all-MiniLM-L6-v2), mean pooling, one linear unit;
+trained with AdamW, a linear warm-up and decay, `neg_per_pos` negatives sampled per positive each epoch; with
+`lora_rank`, the BERT weights stay frozen and rank-r adapters on every attention and feed-forward projection
+are trained instead (a small file to ship). A question's score is the best of its top `SCORED` sentences.
+
+Printed per scored set: AUROC answerable vs near-miss of the reader alone and added by rank to the service's
+`confidence` (the calibration in use), and how often the reader's best sentence holds an answer against the
+service's choice. The README's "Known limits" gives the figures and why the reader is not served yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+TOP_CANDIDATES = 15  # candidate sentences per question used for training
+SCORED = 5  # a question's score: the best of its first SCORED candidates
+MAX_PIECES = 128
+
+
+@dataclass
+class QuestionPairs:
+    set_name: str
+    qid: str
+    style: str
+    answerable: bool
+    confidence: float  # the service's, with the calibration in use (0 when none)
+    question: str
+    sentences: list[tuple[str, str]]  # (heading path, sentence), the service's order
+    labels: list[float]  # 1.0: the sentence holds an answer string
+
+
+def collect_pairs(dataset, answerer, calibrated=None) -> list[QuestionPairs]:
+    """Every question of `dataset` with its top candidate sentences, labelled (see the module docstring)."""
+    from eval.metrics import hit_at_k
+    from service.ask.evidence import answer_text
+
+    out = []
+    for q in dataset.queries:
+        if not q.question:
+            continue
+        a = answerer.analyze(q.text, k=5)
+        cands = a.candidates[:TOP_CANDIDATES]
+        conf = calibrated.ask(q.text).confidence if calibrated is not None else 0.0
+        out.append(QuestionPairs(
+            set_name=f"{dataset.name}/{dataset.split}", qid=q.id, style=q.style, answerable=q.answerable,
+            confidence=conf, question=a.retrieval_query,
+            sentences=[(" > ".join(a.hits[c.passage].chunk["heading_path"]), c.text) for c in cands],
+            labels=[1.0 if q.answers and hit_at_k([answer_text(a.hits, c)], q.answers, 1) == 1.0 else 0.0
+                    for c in cands]))
+    return out
+
+
+def build_model(lora_rank: int | None = None):
+    """(tokenizer, model): the bundled MiniLM with a linear unit over its mean-pooled output."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from indexer.embed import bundled_model_dir
+
+    model_dir = bundled_model_dir()
+
+    class Reader(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = AutoModel.from_pretrained(model_dir)
+            self.head = torch.nn.Linear(self.bert.config.hidden_size, 1)
+
+        def forward(self, batch):
+            h = self.bert(**batch).last_hidden_state
+            m = batch["attention_mask"].unsqueeze(-1).float()
+            return self.head((h * m).sum(1) / m.sum(1)).squeeze(-1)
+
+    class LoRALinear(torch.nn.Module):
+        """A frozen linear layer plus a trainable rank-r update B·A, scaled 16 / r."""
+
+        def __init__(self, base: torch.nn.Linear, rank: int) -> None:
+            super().__init__()
+            self.base, self.scale = base, 16.0 / rank
+            self.A = torch.nn.Parameter(torch.randn(rank, base.in_features) * 0.01)
+            self.B = torch.nn.Parameter(torch.zeros(base.out_features, rank))
+
+        def forward(self, x):
+            return self.base(x) + (x @ self.A.t() @ self.B.t()) * self.scale
+
+    model = Reader()
+    if lora_rank:
+        for p in model.bert.parameters():
+            p.requires_grad = False
+        for layer in model.bert.encoder.layer:
+            att = layer.attention
+            for owner, name in ((att.self, "query"), (att.self, "key"), (att.self, "value"), (att.output, "dense"),
+                                (layer.intermediate, "dense"), (layer.output, "dense")):
+                setattr(owner, name, LoRALinear(getattr(owner, name), lora_rank))
+    return AutoTokenizer.from_pretrained(model_dir), model
+
+
+def _batch(tokenizer, questions: list[str], sentences: list[tuple[str, str]]):
+    return tokenizer(questions, [f"{h}: {s}" if h else s for h, s in sentences], truncation=True,
+                     max_length=MAX_PIECES, padding=True, return_tensors="pt")
+
+
+def train(questions: list[QuestionPairs], epochs: int = 5, lr: float = 5e-5, head_lr: float = 1e-3,
+          neg_per_pos: float = 4.0, batch_size: int = 16, seed: int = 0, lora_rank: int | None = None,
+          threads: int = 2):
+    """Fit a reader on the pairs of `questions`; returns (tokenizer, model in eval mode)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    pairs = [(q.question, s, y if q.answerable else 0.0) for q in questions
+             for s, y in zip(q.sentences, q.labels, strict=True)]
+    pos = [p for p in pairs if p[2] == 1.0]
+    neg = [p for p in pairs if p[2] == 0.0]
+    if not pos:
+        raise ValueError("no positive pair: the training sets hold no answerable question with its answer retrieved")
+    tok, model = build_model(lora_rank)
+    trainable = [p for p in model.bert.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW([{"params": trainable, "lr": lr}, {"params": model.head.parameters(), "lr": head_lr}],
+                            weight_decay=0.01)
+    n_neg = min(len(neg), int(neg_per_pos * len(pos)))
+    steps = max(1, epochs * ((len(pos) + n_neg + batch_size - 1) // batch_size))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min(1.0, (i + 1) / (0.1 * steps)) * max(0.0, (steps - i) / steps))
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    model.train()
+    t0 = time.perf_counter()
+    for epoch in range(epochs):
+        chosen = pos + random.sample(neg, n_neg)
+        random.shuffle(chosen)
+        total = 0.0
+        for i in range(0, len(chosen), batch_size):
+            b = chosen[i : i + batch_size]
+            loss = loss_fn(model(_batch(tok, [p[0] for p in b], [p[1] for p in b])), torch.tensor([p[2] for p in b]))
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            total += loss.item() * len(b)
+        log.info("epoch %d: loss %.4f (%.0f s)", epoch, total / len(chosen), time.perf_counter() - t0)
+    model.eval()
+    return tok, model
+
+
+def score(tokenizer, model, questions: list[QuestionPairs], top: int = SCORED) -> list[np.ndarray]:
+    """The reader's logit for each of the first `top` candidate sentences of every question."""
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for q in questions:
+            s = q.sentences[:top]
+            out.append(model(_batch(tokenizer, [q.question] * len(s), s)).numpy() if s else np.zeros(0))
+    return out
+
+
+def figures(questions: list[QuestionPairs], scores: list[np.ndarray]) -> dict:
+    """AUROC answerable vs near-miss (reader; reader + confidence by rank) and answer-sentence hit rates."""
+    from scipy.stats import rankdata
+
+    from eval.metrics import auroc
+
+    rows = [(q, s) for q, s in zip(questions, scores, strict=True) if q.answerable or q.style == "near-miss"]
+    best = np.array([float(s.max()) if s.size else -1e9 for _, s in rows])
+    conf = np.array([q.confidence for q, _ in rows])
+    both = rankdata(best) + rankdata(conf)
+    yes = np.array([q.answerable for q, _ in rows])
+    ans = [(q, s) for q, s in rows if q.answerable]
+    return {"questions": len(rows), "auroc_reader": auroc(best[yes].tolist(), best[~yes].tolist()),
+            "auroc_confidence": auroc(conf[yes].tolist(), conf[~yes].tolist()),
+            "auroc_reader_plus_confidence": auroc(both[yes].tolist(), both[~yes].tolist()),
+            "reader_sentence_holds_answer": float(np.mean([q.labels[int(np.argmax(s))] if s.size else 0.0
+                                                           for q, s in ans])) if ans else None,
+            "service_sentence_holds_answer": float(np.mean([q.labels[0] if q.labels else 0.0 for q, _ in ans]))
+            if ans else None}
