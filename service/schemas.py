@@ -36,6 +36,18 @@ def unicode_text(value: object) -> object:
 Text = Annotated[str, BeforeValidator(unicode_text)]
 
 
+def integer_text(value: object) -> object:
+    """A whole number in a query string is digits with an optional sign: "5.0" or "1e1" is refused, as the
+    schema's `integer` says (pydantic alone would read "5.0" as 5)."""
+    if isinstance(value, str) and not value.strip().lstrip("+-").isdigit():
+        raise PydanticCustomError("int_text", "must be a whole number written with digits, not {value!r}",
+                                  {"value": value[:40]})
+    return value
+
+
+QueryInt = Annotated[int, BeforeValidator(integer_text)]  # an integer query parameter (GET)
+
+
 class Filters(BaseModel):
     model_config = ConfigDict(extra="forbid")
     doc_id: Text | None = Field(None, max_length=MAX_FILTER_CHARS,

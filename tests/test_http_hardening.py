@@ -76,6 +76,18 @@ def test_strict_ints_and_schema_ceilings(fake_client, body, field):
     assert r.status_code == 422 and field in r.json()["message"], r.text
 
 
+@pytest.mark.parametrize("path,params,field", [
+    ("/v1/search", {"q": "kata", "k": "5.0"}, "k"), ("/v1/search", {"q": "kata", "k": "1e1"}, "k"),
+    ("/v1/index", {"offset": "0.0"}, "offset"), ("/v1/index", {"limit": "2.5"}, "limit"),
+])
+def test_integer_query_parameters_are_digits(fake_client, path, params, field):
+    """An integer query parameter is written with digits (the schema's `integer`): "5.0" is a 422 naming it,
+    not read as 5 (schemathesis sent `offset=0.0` and was answered 200)."""
+    r = fake_client.get(path, params=params)
+    assert r.status_code == 422 and field in r.json()["message"] and "whole number" in r.json()["message"], r.text
+    assert fake_client.get(path, params={**params, field: " 3 " if field != "offset" else "+0"}).status_code == 200
+
+
 def test_ask_strict_ints_and_history_limits(fake_client):
     q = "Who chairs the board?"
     for body in ({"question": q, "k": True}, {"question": q, "max_context_tokens": "600"}):

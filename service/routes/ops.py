@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from service.deps import ReadyDep
 from service.errors import responses
 from service.metrics import CONTENT_TYPE
+from service.schemas import QueryInt
 
 router = APIRouter(tags=["operations"])
 
@@ -61,8 +62,8 @@ DOCUMENTS_PAGE_MAX = 1000
 async def index_info(
     res: ReadyDep,
     request: Request,
-    offset: Annotated[int, Query(ge=0, le=2**31, description="first document of the page (0-based)")] = 0,
-    limit: Annotated[int, Query(ge=1, le=DOCUMENTS_PAGE_MAX,
+    offset: Annotated[QueryInt, Query(ge=0, le=2**31, description="first document of the page (0-based)")] = 0,
+    limit: Annotated[QueryInt, Query(ge=1, le=DOCUMENTS_PAGE_MAX,
                                 description=f"documents per page (1..{DOCUMENTS_PAGE_MAX})")] = DOCUMENTS_PAGE_DEFAULT,
 ) -> dict:
     """`documents` holds one page, in corpus order (by path); `total` counts all documents and `next_offset`

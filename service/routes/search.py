@@ -21,7 +21,15 @@ from service.errors import BadInput, responses
 from service.limits import LimiterDep, client_key
 from service.response_cache import CachedBody, ResponseCache
 from service.results import search_response
-from service.schemas import MAX_FILTER_CHARS, MAX_TEXT_CHARS, Filters, Mode, SearchRequest, SearchResponse
+from service.schemas import (
+    MAX_FILTER_CHARS,
+    MAX_TEXT_CHARS,
+    Filters,
+    Mode,
+    QueryInt,
+    SearchRequest,
+    SearchResponse,
+)
 
 router = APIRouter(prefix="/v1", tags=["search"])
 RESPONSE = TypeAdapter(SearchResponse)
@@ -90,7 +98,7 @@ async def search_get(
     metrics: MetricsDep,
     limiter: LimiterDep,
     q: Annotated[str, Query(description="the question or keywords", max_length=MAX_TEXT_CHARS)],
-    k: Annotated[int, Query(ge=1, le=50)] = 10,
+    k: Annotated[QueryInt, Query(ge=1, le=50)] = 10,
     mode: Annotated[Mode, Query(description="hybrid | dense | lexical")] = "hybrid",
     doc_id: Annotated[str | None, Query(max_length=MAX_FILTER_CHARS)] = None,
     section: Annotated[str | None, Query(max_length=MAX_FILTER_CHARS)] = None,
