@@ -252,9 +252,7 @@ def cmd_calibrate(args) -> int:
     from service.ask import Answerer
     from service.config import Settings
 
-    specs = [f"report:{args.split}"] if args.split else [s.strip() for s in args.sets.split(",") if s.strip()]
-    pairs = [(s.partition(":")[0], s.partition(":")[2] or None) for s in specs]
-    datasets = [load_dataset(name, split, args.external_dir) for name, split in pairs]
+    datasets = _datasets(f"report:{args.split}" if args.split else args.sets, args.external_dir)
     for d in datasets:
         if (d.name, d.split) in HELD_OUT:
             print(f"error: calibrate on tuning sets (report dev, report-external), never on test, fresh or keywords "
