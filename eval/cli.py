@@ -183,12 +183,10 @@ def cmd_reader(args) -> int:
     fit_on, scored = _datasets(args.train, args.external_dir), _datasets(args.score, args.external_dir)
     args.alpha, args.fusion, args.url = None, None, None
     target = _targets(args, fit_on[0], ["hybrid"])["hybrid"]
-    for d in fit_on + scored:
-        _resolve_sections(args, d, {"hybrid": target})
-    calibrated = target.answerer if isinstance(target.answerer, Answerer) else None
-    analysis = calibrated or Answerer(target.retriever, None)  # the service's sentence ranking when calibrated
+    # the service's answerer (its sentence ranking and confidence), or an uncalibrated one when none fits
+    answerer = target.answerer if isinstance(target.answerer, Answerer) else Answerer(target.retriever, None)
     t0 = time.perf_counter()
-    training = [q for d in fit_on for q in collect_pairs(d, analysis)]
+    training = [q for d in fit_on for q in collect_pairs(d, answerer)]
     if args.limit:
         training = training[: args.limit]
     tok, model = train(training, epochs=args.epochs, lr=args.lr, neg_per_pos=args.neg_per_pos, seed=args.seed,
@@ -201,7 +199,7 @@ def cmd_reader(args) -> int:
           "reader's sentence holds an answer | service's |")
     print("|---|---|---|---|---|---|---|")
     for d in scored:
-        qs = collect_pairs(d, analysis, calibrated)
+        qs = collect_pairs(d, answerer)
         f = figures(qs, score(tok, model, qs))
         name = f"{d.name}/{d.split}" + (" (trained on)" if f"{d.name}/{d.split}" in trained_on else "")
         out["sets"][name] = f

@@ -39,14 +39,15 @@ class QuestionPairs:
     qid: str
     style: str
     answerable: bool
-    confidence: float  # the service's, with the calibration in use (0 when none)
+    confidence: float  # the service's, with the answerer's calibration (0 without one)
     question: str
     sentences: list[tuple[str, str]]  # (heading path, sentence), the service's order
     labels: list[float]  # 1.0: the sentence holds an answer string
 
 
-def collect_pairs(dataset, answerer, calibrated=None) -> list[QuestionPairs]:
-    """Every question of `dataset` with its top candidate sentences, labelled (see the module docstring)."""
+def collect_pairs(dataset, answerer) -> list[QuestionPairs]:
+    """Every question of `dataset` with its top candidate sentences, labelled (see the module docstring), and
+    the service's `confidence` when `answerer` has a calibration (else 0)."""
     from eval.metrics import hit_at_k
     from service.ask.evidence import answer_text
 
@@ -56,7 +57,7 @@ def collect_pairs(dataset, answerer, calibrated=None) -> list[QuestionPairs]:
             continue
         a = answerer.analyze(q.text, k=5)
         cands = a.candidates[:TOP_CANDIDATES]
-        conf = calibrated.ask(q.text).confidence if calibrated is not None else 0.0
+        conf = answerer.decide(a)[1] if answerer.cal is not None else 0.0
         out.append(QuestionPairs(
             set_name=f"{dataset.name}/{dataset.split}", qid=q.id, style=q.style, answerable=q.answerable,
             confidence=conf, question=a.retrieval_query,
@@ -174,7 +175,7 @@ def score(tokenizer, model, questions: list[QuestionPairs], top: int = SCORED) -
 
 def figures(questions: list[QuestionPairs], scores: list[np.ndarray]) -> dict:
     """AUROC answerable vs near-miss (reader; reader + confidence by rank) and answer-sentence hit rates."""
-    from scipy.stats import rankdata
+    from scipy.stats import rankdata  # ranks with ties averaged
 
     from eval.metrics import auroc
 

@@ -114,6 +114,16 @@ class Answerer:
         return Analysis(retrieval_query=rq, question=q, qvec=qvec, hits=hits, sentence_sims=sims,
                         candidates=cands, x=feature_vector(signals))
 
+    def decide(self, a: Analysis, k: int = 5) -> tuple[Candidate | None, float]:
+        """The answer sentence among the first `k` passages (None if there is none) and the calibrated
+        `confidence` that it answers; 0 when nothing retrieved is related to the question (off-topic)."""
+        if self.cal is None:
+            raise AskUnavailable("/v1/ask is unavailable: no calibration")
+        best = a.best if a.best is not None and a.best.passage < min(k, len(a.hits)) else None
+        if best is None or not a.related(self.r.fusion.min_dense_without_terms):
+            return best, 0.0
+        return best, round(float(min(1.0, max(0.0, self.cal.confidence(a.x)))), 4)
+
     def describe(self) -> dict:
         return self.cal.describe() if self.cal else {"error": "no calibration"}
 
@@ -125,13 +135,8 @@ class Answerer:
             raise AskUnavailable("/v1/ask is unavailable: no calibration")
         enc = get_encoding(encoding)  # UnknownEncoding → 422
         a = self.analyze(question, k, history)
-        hits, best, x = a.hits[:k], a.best, a.x
-        if best is not None and best.passage >= len(hits):
-            best = None
-        if best is None or not a.related(self.r.fusion.min_dense_without_terms):
-            confidence = 0.0  # nothing retrieved, or nothing related to the question: off-topic
-        else:
-            confidence = round(float(min(1.0, max(0.0, self.cal.confidence(x)))), 4)
+        hits = a.hits[:k]
+        best, confidence = self.decide(a, k)
         threshold = self.cal.threshold if min_confidence is None else min_confidence
         answerable = best is not None and confidence >= threshold
         passages, order = merge_passages(hits, question, self.r.common_terms)
