@@ -165,14 +165,14 @@ DEFAULT_SPLITS = {"report": "test", "report-external": "all"}
 def load_dataset(name_or_path: str, split: str | None = None, external_dir: Path | None = None) -> Dataset:
     """`report` (dev|test|fresh), `report-external` (all|answerable|unanswerable|keywords), a directory in
     report-external's layout (questions.jsonl, unanswerable.jsonl: named after the directory) or a BEIR one."""
+    path = Path(name_or_path)
+    if name_or_path not in DEFAULT_SPLITS and (path / "questions.jsonl").is_file():
+        ds = load_external_set(split or "all", path)  # a set in report-external's layout (eval/datasets/helpers-a)
+        ds.name = path.name
+        return ds
     split = split or DEFAULT_SPLITS.get(name_or_path, "test")
     if name_or_path == "report":
         return load_report_set(split)
     if name_or_path == "report-external":
         return load_external_set(split, external_dir)
-    path = Path(name_or_path)
-    if (path / "questions.jsonl").is_file():  # another set in report-external's layout (eval/datasets/helpers-a)
-        ds = load_external_set(split if split in EXTERNAL_FILES else "all", path)
-        ds.name = path.name
-        return ds
     return load_beir(path, split)

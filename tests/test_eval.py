@@ -80,6 +80,8 @@ def test_a_directory_in_report_externals_layout_is_a_dataset_named_after_it(repo
         assert all(q.relevance for q in ds.queries if q.answerable)
         report = (ROOT / "corpus" / "openinfra-annual-report-2023.md").read_text(encoding="utf-8")
         assert all(a in report for q in ds.queries for a in q.answers)
+    with pytest.raises(DatasetError, match="no split 'test'"):  # a split it does not have is an error, not "all"
+        load_dataset(str(ROOT / "eval" / "datasets" / "helpers-a"), "test")
 
 
 @pytest.mark.slow
