@@ -140,15 +140,19 @@ def _figures(p: np.ndarray, t: float, tun: Tuning, rows: np.ndarray) -> dict:
             "ece": expected_calibration_error(p_resp.tolist(), correct.tolist())}
 
 
-def collect(datasets: list[Dataset], answerer, progress: bool = True) -> tuple[dict, float, Tuning]:
-    """Analyze every question; choose the sentence weights; return them with the features at those weights."""
+def collect(datasets: list[Dataset], answerer, progress: bool = True, readers: list | None = None
+            ) -> tuple[dict, float, Tuning]:
+    """Analyze every question; choose the sentence weights; return them with the features at those weights.
+    With `readers` (one per dataset), a dataset's reader feature is that reader's (see calibrate)."""
     from tqdm import tqdm
 
+    from service.ask import Answerer
     from service.ask.evidence import answer_text
 
+    per_set = [Answerer(answerer.r, None, r) for r in readers] if readers else [answerer] * len(datasets)
     questions = [(si, q) for si, ds in enumerate(datasets) for q in ds.queries if q.question]
-    analyses = [(q, answerer.analyze(q.text, k=5))
-                for _, q in tqdm(questions, desc="analyze", disable=not progress, leave=False)]
+    analyses = [(q, per_set[si].analyze(q.text, k=5))
+                for si, q in tqdm(questions, desc="analyze", disable=not progress, leave=False)]
 
     def answer_hits(weights: dict) -> float:
         hits = []
@@ -161,8 +165,8 @@ def collect(datasets: list[Dataset], answerer, progress: bool = True) -> tuple[d
     scored = [(answer_hits(w), -i, w) for i, w in enumerate(SENTENCE_GRID)]
     best_hit, _, weights = max(scored, key=lambda t: (t[0], t[1]))
     xs, right = [], []
-    for _, q in tqdm(questions, desc="features", disable=not progress, leave=False):
-        a = answerer.analyze(q.text, k=5, sentence_weights=weights)
+    for si, q in tqdm(questions, desc="features", disable=not progress, leave=False):
+        a = per_set[si].analyze(q.text, k=5, sentence_weights=weights)
         xs.append(a.x)
         ok = bool(q.answers) and a.best is not None and hit_at_k([answer_text(a.hits, a.best)], q.answers, 1) == 1.0
         right.append(1.0 if ok else 0.0)
@@ -172,14 +176,18 @@ def collect(datasets: list[Dataset], answerer, progress: bool = True) -> tuple[d
 
 
 def calibrate(datasets: list[Dataset], answerer, fitted_for: dict, progress: bool = True,
-              max_false: float = MAX_FALSE_ABSTENTION) -> dict:
+              max_false: float = MAX_FALSE_ABSTENTION, readers: list | None = None) -> dict:
     """Fit on the pooled question sets; returns {"calibration": Calibration, "report": {...}}.
 
-    The threshold refuses at most `max_false` of the pooled answerable questions (leave-one-out)."""
+    The threshold refuses at most `max_false` of the pooled answerable questions (leave-one-out). `readers`
+    (one per dataset; default the answerer's reader for all): the reader whose scores a dataset's questions
+    get, one that never saw them (cross-fitting: the served reader may be trained on every tuning set, each
+    set is then scored by a reader trained on the others), so that the fit weighs the reader as it does on
+    new questions."""
     from service.ask import Calibration
     from service.ask.features import feature_names, feature_signs
 
-    weights, best_hit, tun = collect(datasets, answerer, progress)
+    weights, best_hit, tun = collect(datasets, answerer, progress, readers)
     signs = feature_signs()
     mean, scale = tun.x.mean(axis=0), tun.x.std(axis=0)
     scale[scale < 1e-6] = 1.0
@@ -216,11 +224,22 @@ def calibrate(datasets: list[Dataset], answerer, fitted_for: dict, progress: boo
             p_set[rows] = predict(fit_monotone(z[others], y[others], signs, l2), z[rows])
             entry["leave_one_set_out"] = {"threshold": t_other, **_figures(p_set, t_other, tun, rows)}
         report["per_set"][name] = entry
+    if readers:
+        report["reader_per_set"] = {name: r.summary() if r is not None else None
+                                    for name, r in zip(names, readers, strict=True)}
     cal = Calibration(features=list(feature_names()), mean=mean.tolist(), scale=scale.tolist(), weights=w.tolist(),
                       threshold=threshold, sentence_weights=weights, fitted_for=fitted_for,
                       fitted_on=[d.describe() for d in datasets],
                       fitted_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), metrics=report)
     return {"calibration": cal, "report": report}
+
+
+def overlap(datasets: list[Dataset], trained_on: list[dict]) -> list[str]:
+    """The question sets among `datasets` that a reader trained on `trained_on` (Dataset.describe() entries)
+    has seen: the same dataset with the same split, or either of them being all of it."""
+    seen = [(t.get("dataset"), t.get("split")) for t in trained_on]
+    return [f"{d.name}/{d.split}" for d in datasets
+            if any(d.name == name and (d.split == split or "all" in (d.split, split)) for name, split in seen)]
 
 
 def index_fingerprint(manifest: dict) -> dict:

@@ -189,12 +189,15 @@ def cmd_reader(args) -> int:
     training = [q for d in fit_on for q in collect_pairs(d, answerer)]
     if args.limit:
         training = training[: args.limit]
+    if args.save and not args.lora:
+        print("error: --save writes adapters: give --lora RANK", file=sys.stderr)
+        return 2
     tok, model = train(training, epochs=args.epochs, lr=args.lr, neg_per_pos=args.neg_per_pos, seed=args.seed,
                        lora_rank=args.lora, threads=args.threads or 2)
     minutes = (time.perf_counter() - t0) / 60
     trained_on = {f"{d.name}/{d.split}" for d in fit_on}
     out = {"trained_on": sorted(trained_on), "training_minutes": round(minutes, 2), "epochs": args.epochs,
-           "lr": args.lr, "lora_rank": args.lora, "sets": {}}
+           "lr": args.lr, "lora_rank": args.lora, "neg_per_pos": args.neg_per_pos, "seed": args.seed, "sets": {}}
     print("| set | questions | AUROC reader | AUROC confidence | AUROC reader + confidence (by rank) | "
           "reader's sentence holds an answer | service's |")
     print("|---|---|---|---|---|---|---|")
@@ -207,6 +210,16 @@ def cmd_reader(args) -> int:
             f["questions"], f["auroc_reader"], f["auroc_confidence"], f["auroc_reader_plus_confidence"],
             f["reader_sentence_holds_answer"], f["service_sentence_holds_answer"])]
         print(f"| {name} | " + " | ".join(cells) + " |")
+    if args.save:
+        from indexer.embed import bundled_model_dir
+        from service.ask.reader import save_reader
+
+        info = {"trained_on": [d.describe() for d in fit_on], "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                                           time.gmtime()),
+                "training": {k: out[k] for k in ("epochs", "lr", "lora_rank", "neg_per_pos", "seed",
+                                                 "training_minutes")} | {"questions": len(training)},
+                "figures": out["sets"]}
+        out["saved"] = str(save_reader(args.save, model, args.lora, bundled_model_dir(), info))
     print(json.dumps(out, indent=1))
     return 0
 
@@ -246,8 +259,9 @@ HELD_OUT = {("report", "test"), ("report", "fresh"), ("report-external", "keywor
 
 def cmd_calibrate(args) -> int:
     """Fit on the tuning sets; write the artefact to --write, else REPORTQA_CALIBRATION, else beside the index."""
-    from eval.calibrate import calibrate, index_fingerprint, report_table
+    from eval.calibrate import calibrate, index_fingerprint, overlap, report_table
     from service.ask import Answerer
+    from service.ask.reader import ReaderError, load_reader
     from service.config import Settings
 
     datasets = _datasets(f"report:{args.split}" if args.split else args.sets, args.external_dir)
@@ -256,11 +270,28 @@ def cmd_calibrate(args) -> int:
             print(f"error: calibrate on tuning sets (report dev, report-external), never on test, fresh or keywords "
                   f"({d.name}:{d.split})", file=sys.stderr)
             return 2
+    try:
+        reader = load_reader(args.reader or Settings().reader)
+        folds = [load_reader(Path(d)) for d in args.fold_reader]
+    except ReaderError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    # each set is scored by a reader that never saw it: the served one, else a fold reader trained without it
+    readers = []
+    for d in datasets:
+        unseen = [r for r in [reader, *folds] if not overlap([d], r.meta.get("trained_on") or [])]
+        if not unseen:
+            print(f"error: the reader at {reader.path} was trained on {d.name}/{d.split} and no --fold-reader was "
+                  f"trained without it: scores of questions a reader has seen would make the fit trust it too much",
+                  file=sys.stderr)
+            return 2
+        readers.append(unseen[0])
     args.alpha, args.fusion, args.url = None, None, None
     target = _targets(args, datasets[0], ["hybrid"])["hybrid"]
-    answerer = Answerer(target.retriever, None)  # its own, uncalibrated: analysis only
-    out = calibrate(datasets, answerer, index_fingerprint(target.retriever.index.manifest),
-                    progress=not args.no_progress, max_false=args.max_false_abstention)
+    answerer = Answerer(target.retriever, None, reader)  # its own, uncalibrated: analysis only
+    fitted_for = {**index_fingerprint(target.retriever.index.manifest), "reader": reader.fingerprint}
+    out = calibrate(datasets, answerer, fitted_for, progress=not args.no_progress,
+                    max_false=args.max_false_abstention, readers=readers)
     path = args.write or Settings().calibration or target.index_dir / "calibration.json"
     cal = out["calibration"]
     cal.save(path)
@@ -344,10 +375,15 @@ def _parser() -> argparse.ArgumentParser:
                         "--split X is short for --sets report:X")
     c.add_argument("--max-false-abstention", type=float, default=MAX_FALSE_ABSTENTION,
                    help="most of the pooled answerable questions the threshold may refuse (default 0.04)")
+    c.add_argument("--reader", type=Path, default=None,
+                   help="the reader to fit with (default REPORTQA_READER, else the one shipped in service/ask/reader)")
+    c.add_argument("--fold-reader", action="append", default=[], metavar="DIR",
+                   help="a reader trained without one of the sets (repeatable): that set's questions are scored by "
+                        "it when the served reader was trained on them (cross-fitting; see `make reader`)")
     c.add_argument("--write", type=Path, default=None,
                    help="where to write (default REPORTQA_CALIBRATION, else <index>/calibration.json)")
     rd = sub.add_parser("reader", help="fit a cross-encoder reader on some question sets and score others "
-                                       "(a measurement: the service does not use it)")
+                                       "(--save: the adapters /v1/ask uses)")
     common(rd)
     rd.add_argument("--train", default="report:dev,eval/datasets/helpers-a,eval/datasets/helpers-b",
                     help="comma list of dataset[:split] to fit on")
@@ -359,6 +395,8 @@ def _parser() -> argparse.ArgumentParser:
     rd.add_argument("--lora", type=int, default=None, help="train rank-r adapters instead of every weight")
     rd.add_argument("--seed", type=int, default=0)
     rd.add_argument("--limit", type=int, default=None, help="fit on the first N questions only (a quick check)")
+    rd.add_argument("--save", type=Path, default=None,
+                    help="write the adapters and reader.json here (with --lora; the service's: service/ask/reader)")
     rp = sub.add_parser("reproduce", help="published BM25 and MTEB dense protocols on a BEIR data set")
     common(rp)
     b = sub.add_parser("bench", help="index build seconds, search/ask latency percentiles, memory")

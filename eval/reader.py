@@ -1,20 +1,23 @@
-"""A reader for /v1/ask's abstention, measured (not served): a cross-encoder fine-tuned from the bundled MiniLM
-weights to score "this sentence answers this question", fitted on some authors' questions and scored on others.
+"""Train /v1/ask's reader (service.ask.reader): a cross-encoder from the bundled MiniLM weights scoring "this
+sentence answers this question", fitted on some authors' questions and scored on others.
 
     python -m eval reader --train report:dev,eval/datasets/helpers-a,eval/datasets/helpers-b \\
-        --score report-external:all,report:test,report:fresh
+        --score report-external:all --lora 8 --lr 5e-4 [--save DIR]
+    make reader      # the served reader, the two fold readers calibrate needs, then the packaged calibration
 
 Pairs: for each question, the top `TOP_CANDIDATES` candidate sentences of /v1/ask's own analysis (the service's
 retrieval and sentence ranking); a sentence holding one of the question's answer strings is a positive, every
 other one (and every sentence of an unanswerable question) a negative. Input: question, then heading path and
-sentence, at most 128 word pieces. Model: BERT (the bundled all-MiniLM-L6-v2), mean pooling, one linear unit;
-trained with AdamW, a linear warm-up and decay, `neg_per_pos` negatives sampled per positive each epoch; with
-`lora_rank`, the BERT weights stay frozen and rank-r adapters on every attention and feed-forward projection
-are trained instead (a small file to ship). A question's score is the best of its top `SCORED` sentences.
+sentence, at most 128 word pieces (service.ask.reader.pair_text). Model: BERT (the bundled all-MiniLM-L6-v2),
+mean pooling, one linear unit; trained with AdamW, a linear warm-up and decay, `neg_per_pos` negatives sampled
+per positive each epoch; with `lora_rank`, the BERT weights stay frozen and rank-r adapters on every attention
+and feed-forward projection are trained instead: what `--save` writes (0.7 MB at rank 8), with the question
+sets' files and checksums. The service scores one pair per question (its answer sentence); the figures here
+score a question by the best of its top `SCORED` sentences.
 
 Printed per scored set: AUROC answerable vs near-miss of the reader alone and added by rank to the service's
 `confidence` (the calibration in use), and how often the reader's best sentence holds an answer against the
-service's choice. The README's "Known limits" gives the figures and why the reader is not served yet.
+service's choice.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ class QuestionPairs:
     answerable: bool
     confidence: float  # the service's, with the answerer's calibration (0 without one)
     question: str
-    sentences: list[tuple[str, str]]  # (heading path, sentence), the service's order
+    sentences: list[tuple[tuple[str, ...], str]]  # (heading path, sentence), the service's order
     labels: list[float]  # 1.0: the sentence holds an answer string
 
 
@@ -61,59 +64,16 @@ def collect_pairs(dataset, answerer) -> list[QuestionPairs]:
         out.append(QuestionPairs(
             set_name=f"{dataset.name}/{dataset.split}", qid=q.id, style=q.style, answerable=q.answerable,
             confidence=conf, question=a.retrieval_query,
-            sentences=[(" > ".join(a.hits[c.passage].chunk["heading_path"]), c.text) for c in cands],
+            sentences=[(tuple(a.hits[c.passage].chunk["heading_path"]), c.text) for c in cands],
             labels=[1.0 if q.answers and hit_at_k([answer_text(a.hits, c)], q.answers, 1) == 1.0 else 0.0
                     for c in cands]))
     return out
 
 
-def build_model(lora_rank: int | None = None):
-    """(tokenizer, model): the bundled MiniLM with a linear unit over its mean-pooled output."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
-    from indexer.embed import bundled_model_dir
-
-    model_dir = bundled_model_dir()
-
-    class Reader(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bert = AutoModel.from_pretrained(model_dir)
-            self.head = torch.nn.Linear(self.bert.config.hidden_size, 1)
-
-        def forward(self, batch):
-            h = self.bert(**batch).last_hidden_state
-            m = batch["attention_mask"].unsqueeze(-1).float()
-            return self.head((h * m).sum(1) / m.sum(1)).squeeze(-1)
-
-    class LoRALinear(torch.nn.Module):
-        """A frozen linear layer plus a trainable rank-r update B·A, scaled 16 / r."""
-
-        def __init__(self, base: torch.nn.Linear, rank: int) -> None:
-            super().__init__()
-            self.base, self.scale = base, 16.0 / rank
-            self.A = torch.nn.Parameter(torch.randn(rank, base.in_features) * 0.01)
-            self.B = torch.nn.Parameter(torch.zeros(base.out_features, rank))
-
-        def forward(self, x):
-            return self.base(x) + (x @ self.A.t() @ self.B.t()) * self.scale
-
-    model = Reader()
-    if lora_rank:
-        for p in model.bert.parameters():
-            p.requires_grad = False
-        for layer in model.bert.encoder.layer:
-            att = layer.attention
-            for owner, name in ((att.self, "query"), (att.self, "key"), (att.self, "value"), (att.output, "dense"),
-                                (layer.intermediate, "dense"), (layer.output, "dense")):
-                setattr(owner, name, LoRALinear(getattr(owner, name), lora_rank))
-    return AutoTokenizer.from_pretrained(model_dir), model
-
-
 def _batch(tokenizer, questions: list[str], sentences: list[tuple[str, str]]):
-    return tokenizer(questions, [f"{h}: {s}" if h else s for h, s in sentences], truncation=True,
-                     max_length=MAX_PIECES, padding=True, return_tensors="pt")
+    from service.ask.reader import encode_pairs, pair_text
+
+    return encode_pairs(tokenizer, questions, [pair_text(h, s) for h, s in sentences])
 
 
 def train(questions: list[QuestionPairs], epochs: int = 5, lr: float = 5e-5, head_lr: float = 1e-3,
@@ -132,7 +92,10 @@ def train(questions: list[QuestionPairs], epochs: int = 5, lr: float = 5e-5, hea
     neg = [p for p in pairs if p[2] == 0.0]
     if not pos:
         raise ValueError("no positive pair: the training sets hold no answerable question with its answer retrieved")
-    tok, model = build_model(lora_rank)
+    from indexer.embed import bundled_model_dir
+    from service.ask.reader import build_model, pair_tokenizer
+
+    tok, model = pair_tokenizer(bundled_model_dir()), build_model(bundled_model_dir(), lora_rank)
     trainable = [p for p in model.bert.parameters() if p.requires_grad]
     opt = torch.optim.AdamW([{"params": trainable, "lr": lr}, {"params": model.head.parameters(), "lr": head_lr}],
                             weight_decay=0.01)

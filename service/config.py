@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     verify_checksums: bool = Field(True, description="check every index file against the manifest at load")
     calibration: Path | None = Field(None, description="/v1/ask's calibration file; default: calibration.json "
                                      "in the index directory if there is one, else the one shipped with the code")
+    reader: Path | None = Field(None, description="/v1/ask's reader (directory with reader.json and the adapter "
+                                "weights, python -m eval reader --save); default: the one shipped with the code")
+    reader_threads: int = Field(1, ge=1, le=64, description="CPU threads of the reader's one pass per question")
+    reader_cache: Path | None = Field(None, description="where the reader's ONNX export is made once and kept; "
+                                      "default: $XDG_CACHE_HOME/reportqa or ~/.cache/reportqa")
     cache_size: int = Field(2048, ge=0, description="query vectors kept in memory")
     response_cache: int = Field(1024, ge=0, description="/v1/search responses kept per process, by index version "
                                 "and request (took_ms stays per request); 0: off")

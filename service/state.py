@@ -148,7 +148,8 @@ class Resources:
                               store=self.backend.store(index) if self.backend is not None else None)
         snapshot = Snapshot(settings=s, embedder=embedder, index=index, retriever=retriever,
                             # no calibration that fits the index: /v1/ask answers 503 with the reason, search serves
-                            answerer=load_answerer(retriever, [index.path, s.index_dir], s.calibration),
+                            answerer=load_answerer(retriever, [index.path, s.index_dir], s.calibration, s.reader,
+                                                   s.model_dir, s.reader_threads, s.reader_cache),
                             loaded_at=time.time())
         probe(snapshot, s.reload_probes)  # also pays torch's lazy initialisation before the first request
         return snapshot

@@ -119,16 +119,24 @@ def test_calibrate_fits_on_two_authors_and_writes_an_artefact_the_service_accept
     from eval.datasets import load_dataset
     from eval.targets import InProcessTarget
     from service.ask import Answerer
+    from service.ask.reader import load_reader
 
     target = InProcessTarget(real_index, embedder=real_embedder)
     sets = [load_dataset("report", "dev"), load_dataset("report-external", "all")]
     for d in sets:  # both answerable and unanswerable questions of each
         d.queries = [q for q in d.queries if q.answerable][:22] + [q for q in d.queries if not q.answerable][:8]
     manifest = target.retriever.index.manifest
-    out = calibrate(sets, Answerer(target.retriever, None), index_fingerprint(manifest), progress=False)
+    reader = load_reader()
+    out = calibrate(sets, Answerer(target.retriever, None, reader),
+                    {**index_fingerprint(manifest), "reader": reader.fingerprint}, progress=False)
     cal, report = out["calibration"], out["report"]
     cal.save(tmp_path / "calibration.json")
     back = load_calibration(manifest, [tmp_path])
+    back.verify_reader(reader.fingerprint)
+    with pytest.raises(CalibrationError, match="reader"):
+        back.verify_reader({**reader.fingerprint, "adapter_sha256": "another"})
+    with pytest.raises(CalibrationError, match="reader"):
+        back.verify_reader(None)
     assert back.threshold == cal.threshold and back.features == list(feature_names())
     assert [s["questions"] for s in back.fitted_on] == [30, 30]
     assert back.fitted_on[0]["files"][0]["path"].endswith("dev.jsonl")

@@ -153,7 +153,8 @@ def test_eval_cli_rejects_unknown_modes_and_test_calibration():
 
 
 def test_the_wheel_ships_the_packaged_calibration(tmp_path):
-    """`pip install .` into a clean venv gets /v1/ask's calibration: it is package data of service.ask."""
+    """`pip install .` into a clean venv gets /v1/ask's calibration and the reader it was fitted with: both are
+    package data of service.ask."""
     import zipfile
 
     src = tmp_path / "src"
@@ -168,10 +169,13 @@ def test_the_wheel_ships_the_packaged_calibration(tmp_path):
     wheel = next((tmp_path / "dist").glob("reportqa-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "service/ask/calibration.json" in names
+    assert {"service/ask/reader/reader.json", "service/ask/reader/adapter.safetensors"} <= set(names)
     assert "service/ask/features.py" in names and "service/static/index.html" in names
     assert "service/answer.py" not in names
     shipped = json.loads(zipfile.ZipFile(wheel).read("service/ask/calibration.json"))
     assert shipped["features"] and shipped["fitted_for"]["model"] and shipped["threshold"] > 0
+    reader = json.loads(zipfile.ZipFile(wheel).read("service/ask/reader/reader.json"))
+    assert shipped["fitted_for"]["reader"]["adapter_sha256"] == reader["adapter_sha256"]  # fitted with it
 
 
 def test_kubernetes_fallback_render_matches_kubectl():

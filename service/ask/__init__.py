@@ -2,12 +2,14 @@
 
 No generation model: the answer is the sentence (or a sentence and the list it introduces) of the top
 passages that best answers the question. Whether to answer at all is decided by a small logistic model over
-the registered features, fitted by `python -m eval calibrate`.
+the registered features (one of them a reader's score of the answer sentence), fitted by
+`python -m eval calibrate`.
 
     question.py     what a question asks: answer kind, counted noun, attribute, names, numbers
     evidence.py     candidate sentences and their scores, the answer text, the answer-slot search
     features.py     the features, each with its expected sign (one decorated function per feature)
-    calibration.py  the fitted artefact: load, save, verify against the index and the feature list
+    reader.py       the reader: a cross-encoder (bundled MiniLM + shipped adapters) scoring question–sentence pairs
+    calibration.py  the fitted artefact: load, save, verify against the index, the feature list and the reader
     context.py      passages numbered and merged, context packed into a token budget
     answerer.py     Answerer.analyze() / Answerer.ask() → AskResult
 """

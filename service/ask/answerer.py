@@ -23,6 +23,7 @@ from service.ask.evidence import (
 )
 from service.ask.features import Signals, feature_vector
 from service.ask.question import QuestionAnalysis, analyze_question, retrieval_query
+from service.ask.reader import Reader, ReaderError, cached_reader, pair_text
 from service.retrieval import Hit, Retriever
 
 log = logging.getLogger(__name__)
@@ -82,9 +83,10 @@ class Answerer:
     """Answers over one retriever with one calibration. Without a calibration it can still analyze()
     questions (what `python -m eval calibrate` needs), but not ask()."""
 
-    def __init__(self, retriever: Retriever, calibration: Calibration | None) -> None:
+    def __init__(self, retriever: Retriever, calibration: Calibration | None, reader: Reader | None = None) -> None:
         self.r = retriever
         self.cal = calibration
+        self.reader = reader
         self.weights = TermWeights(retriever.doc_freq, len(retriever.chunks))
 
     @property
@@ -109,8 +111,11 @@ class Answerer:
         cands = candidates(q, hits, sims, self.r.sentence_starts, self.weights,
                            sentence_weights or self.sentence_weights)
         best = cands[0] if cands else None
+        judged = 0.0
+        if self.reader is not None and best is not None:
+            judged = float(self.reader.score(rq, [pair_text(hits[best.passage].chunk["heading_path"], best.text)])[0])
         signals = Signals(question=q, hits=hits, best=best, slot=find_slot(q, hits, self.weights),
-                          weights=self.weights, lexical_top=found.lexical_max if hits else 0.0)
+                          weights=self.weights, lexical_top=found.lexical_max if hits else 0.0, reader=judged)
         return Analysis(retrieval_query=rq, question=q, qvec=qvec, hits=hits, sentence_sims=sims,
                         candidates=cands, x=feature_vector(signals))
 
@@ -125,7 +130,8 @@ class Answerer:
         return best, round(float(min(1.0, max(0.0, self.cal.confidence(a.x)))), 4)
 
     def describe(self) -> dict:
-        return self.cal.describe() if self.cal else {"error": "no calibration"}
+        out = self.cal.describe() if self.cal else {"error": "no calibration"}
+        return {**out, "reader": self.reader.describe()} if self.reader is not None else out
 
     def ask(self, question: str, k: int = 5, max_context_tokens: int = 1500, encoding: str = "cl100k_base",
             history: list[dict] | None = None, min_confidence: float | None = None) -> AskResult:
@@ -175,14 +181,19 @@ class UnavailableAnswerer:
         raise AskUnavailable(f"/v1/ask is unavailable: {self.reason}")
 
 
-def load_answerer(retriever: Retriever, index_dirs: list[Path], calibration: Path | None = None
-                  ) -> Answerer | UnavailableAnswerer:
-    """An Answerer with the calibration found for the retriever's index (see calibration.find_calibration),
-    or, when none fits, an UnavailableAnswerer that says why (search keeps working)."""
+def load_answerer(retriever: Retriever, index_dirs: list[Path], calibration: Path | None = None,
+                  reader: Path | None = None, model_dir: Path | None = None, reader_threads: int | None = None,
+                  reader_cache: Path | None = None) -> Answerer | UnavailableAnswerer:
+    """An Answerer with the calibration found for the retriever's index (see calibration.find_calibration) and
+    the reader it was fitted with (`reader`: its directory, default the packaged one), or, when either is
+    missing or they do not fit together, an UnavailableAnswerer that says why (search keeps working)."""
     try:
         cal = load_calibration(retriever.index.manifest, index_dirs, calibration)
-    except CalibrationError as e:
+        judge = cached_reader(reader, model_dir, reader_threads, reader_cache) if cal.needs_reader else None
+        cal.verify_reader(judge.fingerprint if judge is not None else None)
+    except (CalibrationError, ReaderError) as e:
         log.error("/v1/ask is unavailable: %s", e)
         return UnavailableAnswerer(str(e))
-    log.info("calibration %s (threshold %.3f)", cal.path, cal.threshold)
-    return Answerer(retriever, cal)
+    log.info("calibration %s (threshold %.3f)%s", cal.path, cal.threshold,
+             f", reader {judge.path}" if judge is not None else "")
+    return Answerer(retriever, cal, judge)

@@ -2,9 +2,10 @@
 
 `python -m eval calibrate` writes it (by default beside the index it was fitted for, `<index>/calibration.json`);
 the service finds it at load (`find_calibration`) and refuses one that does not fit what it serves
-(`Calibration.verify`): another embedding model, other chunker settings, or another feature list than the
-code's (`features.feature_names()`). There is no fallback to "answer everything": without a calibration that
-fits, /v1/ask answers 503 with the reason.
+(`Calibration.verify`, `verify_reader`): another embedding model, other chunker settings, another feature list
+than the code's (`features.feature_names()`), or another reader than the one loaded (its adapter checksum).
+There is no fallback to "answer everything": without a calibration that fits, /v1/ask answers 503 with the
+reason.
 
 The model: confidence = σ(w₀ + Σ wᵢ·(xᵢ − meanᵢ)/scaleᵢ) over the registered features, where each wᵢ keeps
 its feature's sign. `answerable` is confidence ≥ threshold (a client may pass another `min_confidence`).
@@ -121,6 +122,18 @@ class Calibration:
         if self.fitted_for.get("index_version") != manifest.get("index_version"):
             log.info("calibration %s was fitted on index %s; serving %s (same model and chunker)", where,
                      self.fitted_for.get("index_version"), manifest.get("index_version"))
+
+    @property
+    def needs_reader(self) -> bool:
+        return "reader" in self.features
+
+    def verify_reader(self, fingerprint: dict | None) -> None:
+        """Refuse a calibration fitted with another reader than the one loaded (`fingerprint`, None: none)."""
+        where = self.path or "the calibration"
+        fitted = self.fitted_for.get("reader")
+        if self.needs_reader and fitted != fingerprint:
+            raise CalibrationError(f"{where} was fitted with the reader {(fitted or {}).get('adapter_sha256')!r}, "
+                                   f"the service loaded {(fingerprint or {}).get('adapter_sha256')!r}; {FIT_HINT}")
 
     def describe(self) -> dict:
         """What GET /v1/index reports."""

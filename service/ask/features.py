@@ -36,6 +36,7 @@ class Signals:
     slot: Slot
     weights: TermWeights
     lexical_top: float  # the highest BM25 score of any chunk
+    reader: float = 0.0  # the reader's logit for (question, best sentence); see service.ask.reader
 
     @property
     def answer_window_stems(self) -> frozenset[str]:
@@ -144,6 +145,13 @@ def entity_missing_answer(s: Signals) -> float:
 def lexical_top(s: Signals) -> float:
     """log(1 + the highest BM25 score)."""
     return math.log1p(max(0.0, s.lexical_top))
+
+
+# -- a learned judge ----------------------------------------------------------------------------------------
+@feature(sign=+1)
+def reader(s: Signals) -> float:
+    """The reader's logit that the answer sentence (with its heading path) answers the question."""
+    return s.reader
 
 
 # -- what the question asks ---------------------------------------------------------------------------------

@@ -1,0 +1,163 @@
+"""The reader: the shipped adapters, their round trip through the artefact, and the checks at load."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from service.ask.reader import (
+    META,
+    PACKAGED_DIR,
+    WEIGHTS,
+    ReaderError,
+    build_model,
+    encode_pairs,
+    load_reader,
+    pair_text,
+    pair_tokenizer,
+    save_reader,
+)
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def model_dir():
+    from indexer.embed import bundled_model_dir
+
+    return bundled_model_dir()
+
+
+def test_saved_adapters_score_as_the_trained_model(tmp_path, model_dir):
+    """Adapters written by save_reader and merged by load_reader give the trained model's logits (to the fp16
+    rounding of the adapters)."""
+    torch.manual_seed(0)
+    model = build_model(model_dir, lora_rank=4)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.02)  # B starts at zero: give the update a value to carry
+    model.eval()
+    save_reader(tmp_path, model, 4, model_dir, {"trained_on": [{"dataset": "x", "split": "all"}]})
+    loaded = load_reader(tmp_path, model_dir, runtime="torch")
+    pairs = [("how many people attended?", pair_text(["Events", "Summit"], "The summit drew 1,200 attendees.")),
+             ("who chairs the board?", pair_text([], "A sentence without a heading."))]
+    with torch.no_grad():
+        want = model(encode_pairs(pair_tokenizer(model_dir), [q for q, _ in pairs], [p for _, p in pairs])).numpy()
+    got = np.array([loaded.score(q, [p])[0] for q, p in pairs])
+    assert np.allclose(got, want, atol=2e-3), (got, want)
+    assert loaded.fingerprint["adapter_sha256"] == json.loads((tmp_path / META).read_text())["adapter_sha256"]
+
+
+def test_the_onnx_export_scores_close_to_torch(tmp_path, model_dir):
+    """The service runs the reader on ONNX Runtime (int8), exported once into the cache: its logits stay close
+    to torch's fp32 ones and order the passages alike, and a second load reuses the export."""
+    on_torch = load_reader(None, model_dir, runtime="torch")
+    on_onnx = load_reader(None, model_dir, cache=tmp_path)
+    assert on_onnx.runtime == "onnx-int8" and on_torch.runtime == "torch"
+    passages = [pair_text(["OpenInfra Days"], "OpenInfra Days in 2023 attracted a total of 1,862 in-person "
+                                              "participants and thousands of online attendees."),
+                pair_text(["OpenInfra Days"], "OpenInfra Days Korea also included parallel open source "
+                                              "communities including the Cloud Native, OCP and Ceph communities."),
+                pair_text([], "A short one."), pair_text(["A", "B"], "word " * 300)]  # the last one is truncated
+    question = "how many people attended OpenInfra Days in person?"
+    fp32, int8 = on_torch.score(question, passages), on_onnx.score(question, passages)
+    assert np.abs(fp32 - int8).max() < 1.5, (fp32, int8)
+    assert int(np.argmax(fp32[:3])) == int(np.argmax(int8[:3])) == 0  # the sentence that answers
+    export = next(tmp_path.glob("reader-*"))
+    assert sorted(p.name for p in export.iterdir()) == ["meta.json", "model-int8.onnx"]  # the graph it serves
+    stamp = (export / "meta.json").stat().st_mtime_ns
+    assert load_reader(None, model_dir, cache=tmp_path).runtime == "onnx-int8"
+    assert (export / "meta.json").stat().st_mtime_ns == stamp  # not exported again
+
+
+def test_a_reader_that_does_not_check_out_is_refused(tmp_path, model_dir):
+    with pytest.raises(ReaderError, match="no reader"):
+        load_reader(tmp_path / "nowhere", model_dir)
+    copy = tmp_path / "copy"
+    shutil.copytree(PACKAGED_DIR, copy)
+    raw = bytearray((copy / WEIGHTS).read_bytes())
+    raw[-1] ^= 0xFF
+    (copy / WEIGHTS).write_bytes(bytes(raw))
+    with pytest.raises(ReaderError, match="checksum"):
+        load_reader(copy, model_dir)
+    shutil.copy(PACKAGED_DIR / WEIGHTS, copy / WEIGHTS)
+    meta = json.loads((copy / META).read_text())
+    (copy / META).write_text(json.dumps({**meta, "base_sha256": "0" * 64}))
+    with pytest.raises(ReaderError, match="other base weights"):
+        load_reader(copy, model_dir)
+
+
+def test_the_shipped_reader_says_what_it_was_trained_on(model_dir):
+    reader = load_reader(None, model_dir, runtime="torch")
+    trained = {(t["dataset"], t["split"]) for t in reader.meta["trained_on"]}
+    assert trained and not trained & {("report", "test"), ("report", "fresh"), ("report", "all")}  # held out
+    assert all(f["sha256"] for t in reader.meta["trained_on"] for f in t["files"])
+    assert (PACKAGED_DIR / WEIGHTS).stat().st_size < 2_000_000  # a small file: adapters, not a model
+
+
+def test_the_shipped_reader_prefers_the_sentence_that_answers(model_dir):
+    """Questions in several wordings, each with a sentence of the report that answers it and one from the same
+    section that does not; the reader ranks the answering one first for most of them."""
+    reader = load_reader(None, model_dir, runtime="torch")
+    cases = [  # sentences of the report, under their headings
+        ("from how many countries did people come to the Vancouver summit?", ["Empowering A Global Community"],
+         "Attendees from 50 countries and 335 organizations, with 45% attending for the first time, were inspired "
+         "by keynotes featuring cutting-edge topics from industry leaders.",
+         "Looking ahead, 2024 promises a regional OpenInfra Asia Summit and a special edition OpenInfra Days series "
+         "throughout Europe, fostering more opportunities for collaboration."),
+        ("what share of individual members is in asia", ["Introducing OpenInfra Regional Hubs", "OpenInfra Asia"],
+         "The community in Asia continues to grow into a strong contingent of the OpenInfra community, currently "
+         "representing about 40% of individual OpenInfra Foundation members worldwide.",
+         "OpenInfra Asia was established as a Company Limited by Guarantee (CLG) in Singapore."),
+        ("In which country is the European hub incorporated?", ["Introducing OpenInfra Regional Hubs",
+                                                                 "OpenInfra Europe"],
+         "OpenInfra Europe is a Belgian nonprofit association, supported by participating organizations.",
+         "Some of their initial priorities are protecting the essence of true open source collaboration in the face "
+         "of new regulations, growing the regional ecosystem, and accelerating cloud and container technologies."),
+        ("how many folks went to OpenInfra Days in person?", ["OpenInfra Days"],
+         "OpenInfra Days in 2023 attracted a total of 1,862 in-person participants and thousands of online "
+         "attendees.",
+         "OpenInfra Days Korea also included parallel open source communities including the Cloud Native, OCP and "
+         "Ceph communities."),
+    ]
+    wins = 0
+    for question, heading, answers, other in cases:
+        s = reader.score(question, [pair_text(heading, answers), pair_text(heading, other)])
+        wins += bool(s[0] > s[1])
+    assert wins >= 3
+
+
+def test_calibrate_refuses_sets_the_reader_was_trained_on():
+    from eval.calibrate import overlap
+    from eval.datasets import Dataset
+
+    def ds(name, split):
+        return Dataset(name=name, split=split, queries=[], key="anchor")
+
+    trained = [{"dataset": "helpers-a", "split": "all"}, {"dataset": "report", "split": "dev"}]
+    assert overlap([ds("report", "dev"), ds("report-external", "all"), ds("helpers-a", "all")], trained) == [
+        "report/dev", "helpers-a/all"]
+    assert overlap([ds("report", "test")], trained) == []
+    assert overlap([ds("report", "all")], trained) == ["report/all"]
+
+
+def test_the_packaged_calibration_was_fitted_with_the_packaged_reader(model_dir):
+    from service.ask.calibration import PACKAGED, Calibration, CalibrationError
+    from service.ask.reader import read_reader
+
+    cal = Calibration.load(PACKAGED)
+    _, _, meta = read_reader(None, model_dir)
+    fingerprint = {"adapter_sha256": meta["adapter_sha256"], "base_sha256": meta["base_sha256"]}
+    assert cal.needs_reader
+    cal.verify_reader(fingerprint)
+    with pytest.raises(CalibrationError, match="fitted with the reader"):
+        cal.verify_reader({**fingerprint, "adapter_sha256": "0" * 64})
+    with pytest.raises(CalibrationError, match="fitted with the reader"):
+        cal.verify_reader(None)
+    # each tuning set was scored by a reader that had not seen it
+    for name, used in cal.metrics["reader_per_set"].items():
+        assert name not in used["trained_on"]
