@@ -80,15 +80,13 @@ eval-url: install
 ## calibrate: refit /v1/ask's abstention on report dev + report-external, written to $(INDEX)/calibration.json
 ## (after changing chunking, ranking or the features); calibrate-packaged refits the default shipped in the wheel.
 ## The served reader was trained on both sets: each is scored by a fold reader trained without it (eval/readers).
-FOLD_READERS := --fold-reader eval/readers/without-dev --fold-reader eval/readers/without-external
 calibrate: install
 	$(BIN)/python -m indexer ensure --corpus $(CORPUS) --out $(INDEX)
-	$(BIN)/python -m eval calibrate --index $(INDEX) --external-dir $(EXTERNAL) $(FOLD_READERS)
+	$(BIN)/python -m eval calibrate --index $(INDEX) --external-dir $(EXTERNAL)
 
 calibrate-packaged: install
 	$(BIN)/python -m indexer ensure --corpus $(CORPUS) --out $(INDEX)
-	$(BIN)/python -m eval calibrate --index $(INDEX) --external-dir $(EXTERNAL) $(FOLD_READERS) \
-		--write service/ask/calibration.json
+	$(BIN)/python -m eval calibrate --index $(INDEX) --external-dir $(EXTERNAL) --write service/ask/calibration.json
 
 ## reader: retrain /v1/ask's reader (rank-8 adapters, service/ask/reader) on report dev, report-external and the
 ## helpers' sets, and the two fold readers that calibrate needs, then refit the packaged calibration (~25 min)

@@ -254,6 +254,7 @@ def cmd_tune(args) -> int:
     return 0
 
 
+FOLD_READERS = Path(__file__).resolve().parent / "readers"  # readers trained without one tuning set each
 HELD_OUT = {("report", "test"), ("report", "fresh"), ("report-external", "keywords")}
 
 
@@ -261,6 +262,7 @@ def cmd_calibrate(args) -> int:
     """Fit on the tuning sets; write the artefact to --write, else REPORTQA_CALIBRATION, else beside the index."""
     from eval.calibrate import calibrate, index_fingerprint, overlap, report_table
     from service.ask import Answerer
+    from service.ask.reader import META as READER_META
     from service.ask.reader import ReaderError, load_reader
     from service.config import Settings
 
@@ -272,7 +274,8 @@ def cmd_calibrate(args) -> int:
             return 2
     try:
         reader = load_reader(args.reader or Settings().reader)
-        folds = [load_reader(Path(d)) for d in args.fold_reader]
+        fold_dirs = args.fold_reader or sorted(p.parent for p in FOLD_READERS.glob(f"*/{READER_META}"))
+        folds = [load_reader(Path(d)) for d in fold_dirs]
     except ReaderError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -379,7 +382,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="the reader to fit with (default REPORTQA_READER, else the one shipped in service/ask/reader)")
     c.add_argument("--fold-reader", action="append", default=[], metavar="DIR",
                    help="a reader trained without one of the sets (repeatable): that set's questions are scored by "
-                        "it when the served reader was trained on them (cross-fitting; see `make reader`)")
+                        "it when the served reader was trained on them (cross-fitting; see `make reader`); "
+                        "default: every reader under eval/readers/")
     c.add_argument("--write", type=Path, default=None,
                    help="where to write (default REPORTQA_CALIBRATION, else <index>/calibration.json)")
     rd = sub.add_parser("reader", help="fit a cross-encoder reader on some question sets and score others "

@@ -71,9 +71,9 @@ def collect_pairs(dataset, answerer) -> list[QuestionPairs]:
 
 
 def _batch(tokenizer, questions: list[str], sentences: list[tuple[str, str]]):
-    from service.ask.reader import encode_pairs, pair_text
+    from service.ask.reader import as_tensors, encode_pairs, pair_text
 
-    return encode_pairs(tokenizer, questions, [pair_text(h, s) for h, s in sentences])
+    return as_tensors(encode_pairs(tokenizer, questions, [pair_text(h, s) for h, s in sentences]))
 
 
 def train(questions: list[QuestionPairs], epochs: int = 5, lr: float = 5e-5, head_lr: float = 1e-3,

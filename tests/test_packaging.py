@@ -152,6 +152,14 @@ def test_eval_cli_rejects_unknown_modes_and_test_calibration():
     assert r.returncode == 2 and "report:fresh" in r.stderr
 
 
+def test_eval_calibrate_never_scores_a_set_with_a_reader_trained_on_it(tmp_path):
+    """The served reader was trained on report dev; with no fold reader trained without it, calibrate stops."""
+    r = _run("-m", "eval", "calibrate", "--sets", "report:dev", "--fold-reader", "service/ask/reader",
+             "--write", str(tmp_path / "calibration.json"), "--no-progress")
+    assert r.returncode == 2 and "trained on report/dev" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "calibration.json").exists()
+
+
 def test_the_wheel_ships_the_packaged_calibration(tmp_path):
     """`pip install .` into a clean venv gets /v1/ask's calibration and the reader it was fitted with: both are
     package data of service.ask."""

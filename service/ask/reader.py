@@ -71,14 +71,19 @@ def pair_tokenizer(model_dir: Path):
     return tok
 
 
-def encode_pairs(tokenizer, questions: list[str], passages: list[str]) -> dict:
-    """Token ids, attention mask and segment ids of the pairs, as int64 torch tensors."""
+def encode_pairs(tokenizer, questions: list[str], passages: list[str]) -> dict[str, np.ndarray]:
+    """Token ids, attention mask and segment ids of the pairs, as int64 arrays (ONNX Runtime's feed; torch takes
+    them through `as_tensors`, so that serving on ONNX never imports torch)."""
+    batch = tokenizer.encode_batch(list(zip(questions, passages, strict=True)))
+    return {"input_ids": np.array([e.ids for e in batch], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in batch], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in batch], dtype=np.int64)}
+
+
+def as_tensors(batch: dict[str, np.ndarray]) -> dict:
     import torch
 
-    batch = tokenizer.encode_batch(list(zip(questions, passages, strict=True)))
-    return {"input_ids": torch.tensor([e.ids for e in batch], dtype=torch.long),
-            "attention_mask": torch.tensor([e.attention_mask for e in batch], dtype=torch.long),
-            "token_type_ids": torch.tensor([e.type_ids for e in batch], dtype=torch.long)}
+    return {k: torch.from_numpy(v) for k, v in batch.items()}
 
 
 def build_model(model_dir: Path, lora_rank: int | None = None, eager: bool = False):
@@ -190,12 +195,11 @@ class Reader:
             return np.zeros(0, dtype=np.float32)
         batch = encode_pairs(self.tokenizer, [question] * len(passages), passages)
         if self.session is not None:
-            feed = {k: v.numpy() for k, v in batch.items()}
-            return np.asarray(self.session.run(None, feed)[0], dtype=np.float32).reshape(-1)
+            return np.asarray(self.session.run(None, batch)[0], dtype=np.float32).reshape(-1)
         import torch
 
         with self.lock, torch.inference_mode():  # torch's intra-op pool is not shared between requests
-            return self.model(batch).numpy().astype(np.float32)
+            return self.model(as_tensors(batch)).numpy().astype(np.float32)
 
     def summary(self) -> dict:
         """Which reader, trained on which question sets (what a calibration report keeps of it)."""
@@ -257,14 +261,14 @@ def export_reader(out_dir: Path, reader_dir: Path | None = None, model_dir: Path
     there."""
     import os
 
-    import torch
-
-    from indexer.onnx_embed import FP32, FUSED, INT8, export_graph
-
     reader_dir, model_dir, meta = read_reader(reader_dir, model_dir)
     out_dir = Path(out_dir)
     if _export_matches(out_dir, meta):
         return out_dir
+    import torch
+
+    from indexer.onnx_embed import FP32, FUSED, INT8, export_graph
+
     model = merged_model(reader_dir, model_dir, meta)
 
     class Logits(torch.nn.Module):
@@ -275,7 +279,7 @@ def export_reader(out_dir: Path, reader_dir: Path | None = None, model_dir: Path
         def forward(self, input_ids, attention_mask, token_type_ids):
             return self.inner.logits(input_ids, attention_mask, token_type_ids)
 
-    sample = encode_pairs(pair_tokenizer(model_dir), ["a question"], ["a heading: a sentence"])
+    sample = as_tensors(encode_pairs(pair_tokenizer(model_dir), ["a question"], ["a heading: a sentence"]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch's exporter explains its tracing at length
         # int8 weights per output channel, matrix products only: logits within 0.29 of fp32's on average
