@@ -16,7 +16,7 @@ COPY eval eval
 RUN pip install ".[qdrant]"
 # /v1/ask's reader (the bundled MiniLM with the shipped adapters merged) exported to ONNX once, into the image
 ENV XDG_CACHE_HOME=/app/.cache
-RUN python -c "from service.ask.reader import load_reader; load_reader()"
+RUN python -m service.ask.reader
 COPY corpus corpus
 
 EXPOSE 8000

@@ -18,10 +18,11 @@ export TRANSFORMERS_OFFLINE := 1
 	worker-memory clean
 
 ## serve: create .venv, install, build the index from corpus/ if there is none (or it is stale), export the
-## ONNX encoder if it is missing, serve on HOST:PORT
+## ONNX encoder and /v1/ask's reader if they are missing, serve on HOST:PORT
 serve: install
 	$(BIN)/python -m indexer ensure --corpus $(CORPUS) --out $(INDEX)
 	$(BIN)/python -m indexer export-onnx --out $(INDEX)
+	$(BIN)/python -m service.ask.reader
 	REPORTQA_INDEX_DIR=$(INDEX) HOST=$(HOST) PORT=$(PORT) $(BIN)/python -m service
 
 ## test: install what the tests need (Python packages, Debian's chromium) and run the whole suite

@@ -180,6 +180,9 @@ def cmd_reader(args) -> int:
     from eval.reader import collect_pairs, figures, score, train
     from service.ask import Answerer
 
+    if args.save and not args.lora:
+        print("error: --save writes adapters: give --lora RANK", file=sys.stderr)
+        return 2
     fit_on, scored = _datasets(args.train, args.external_dir), _datasets(args.score, args.external_dir)
     args.alpha, args.fusion, args.url = None, None, None
     target = _targets(args, fit_on[0], ["hybrid"])["hybrid"]
@@ -189,9 +192,6 @@ def cmd_reader(args) -> int:
     training = [q for d in fit_on for q in collect_pairs(d, answerer)]
     if args.limit:
         training = training[: args.limit]
-    if args.save and not args.lora:
-        print("error: --save writes adapters: give --lora RANK", file=sys.stderr)
-        return 2
     tok, model = train(training, epochs=args.epochs, lr=args.lr, neg_per_pos=args.neg_per_pos, seed=args.seed,
                        lora_rank=args.lora, threads=args.threads or 2)
     minutes = (time.perf_counter() - t0) / 60
@@ -211,8 +211,8 @@ def cmd_reader(args) -> int:
             f["reader_sentence_holds_answer"], f["service_sentence_holds_answer"])]
         print(f"| {name} | " + " | ".join(cells) + " |")
     if args.save:
+        from eval.reader import save_reader
         from indexer.embed import bundled_model_dir
-        from service.ask.reader import save_reader
 
         info = {"trained_on": [d.describe() for d in fit_on], "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                            time.gmtime()),
@@ -279,6 +279,16 @@ def cmd_calibrate(args) -> int:
     except ReaderError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    # a fold reader stands in for the served one: same base weights, same training recipe, other sets
+    recipe = ("epochs", "lr", "lora_rank", "neg_per_pos", "seed")
+    for f in folds:
+        mine, served = f.meta.get("training") or {}, reader.meta.get("training") or {}
+        differs = [k for k in recipe if mine.get(k) != served.get(k)]
+        if f.meta["base_sha256"] != reader.meta["base_sha256"] or differs:
+            print(f"error: the fold reader at {f.path} was not trained as the served reader ({reader.path}) was "
+                  f"(differs in: {', '.join(differs) or 'base weights'}); retrain both with: make reader",
+                  file=sys.stderr)
+            return 2
     # each set is scored by a reader that never saw it: the served one, else a fold reader trained without it
     readers = []
     for d in datasets:

@@ -8,12 +8,12 @@ sentence answers this question", fitted on some authors' questions and scored on
 Pairs: for each question, the top `TOP_CANDIDATES` candidate sentences of /v1/ask's own analysis (the service's
 retrieval and sentence ranking); a sentence holding one of the question's answer strings is a positive, every
 other one (and every sentence of an unanswerable question) a negative. Input: question, then heading path and
-sentence, at most 128 word pieces (service.ask.reader.pair_text). Model: BERT (the bundled all-MiniLM-L6-v2),
-mean pooling, one linear unit; trained with AdamW, a linear warm-up and decay, `neg_per_pos` negatives sampled
-per positive each epoch; with `lora_rank`, the BERT weights stay frozen and rank-r adapters on every attention
-and feed-forward projection are trained instead: what `--save` writes (0.7 MB at rank 8), with the question
-sets' files and checksums. The service scores one pair per question (its answer sentence); the figures here
-score a question by the best of its top `SCORED` sentences.
+sentence (service.ask.reader.pair_text), cut at 128 word pieces (pair_tokenizer). Model: BERT (the bundled
+all-MiniLM-L6-v2), mean pooling, one linear unit; trained with AdamW, a linear warm-up and decay,
+`neg_per_pos` negatives sampled per positive each epoch; with `lora_rank`, the BERT weights stay frozen and
+rank-r adapters on every attention and feed-forward projection are trained instead: what `--save` writes
+(0.7 MB at rank 8), with the question sets' files and checksums. The service scores one pair per question
+(its answer sentence); the figures here score a question by the best of its top `SCORED` sentences.
 
 Printed per scored set: AUROC answerable vs near-miss of the reader alone and added by rank to the service's
 `confidence` (the calibration in use), and how often the reader's best sentence holds an answer against the
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 TOP_CANDIDATES = 15  # candidate sentences per question used for training
 SCORED = 5  # a question's score: the best of its first SCORED candidates
-MAX_PIECES = 128
+LORA_ALPHA = 16.0
 
 
 @dataclass
@@ -70,7 +70,82 @@ def collect_pairs(dataset, answerer) -> list[QuestionPairs]:
     return out
 
 
-def _batch(tokenizer, questions: list[str], sentences: list[tuple[str, str]]):
+def build_model(model_dir, lora_rank: int | None = None):
+    """The service's cross-encoder (service.ask.reader.cross_encoder); with `lora_rank`, its BERT weights frozen
+    and a trainable rank-r adapter on each of the reader's TARGETS in every layer."""
+    import torch
+
+    from service.ask.reader import cross_encoder, targets
+
+    class LoRALinear(torch.nn.Module):
+        """A frozen linear layer plus a trainable rank-r update B·A, scaled α / r."""
+
+        def __init__(self, base: torch.nn.Linear, rank: int) -> None:
+            super().__init__()
+            self.base, self.scale = base, LORA_ALPHA / rank
+            self.A = torch.nn.Parameter(torch.randn(rank, base.in_features) * 0.01)
+            self.B = torch.nn.Parameter(torch.zeros(base.out_features, rank))
+
+        def forward(self, x):
+            return self.base(x) + (x @ self.A.t() @ self.B.t()) * self.scale
+
+    model = cross_encoder(model_dir)
+    if lora_rank:
+        for p in model.bert.parameters():
+            p.requires_grad = False
+        for layer in model.bert.encoder.layer:
+            for owner, name in targets(layer):
+                setattr(owner, name, LoRALinear(getattr(owner, name), lora_rank))
+    return model
+
+
+def adapter_tensors(model) -> dict[str, np.ndarray]:
+    """The trained part of a LoRA model from build_model: every A and B (fp16) and the linear unit (fp32), named
+    as service.ask.reader.merged_model reads them."""
+    from service.ask.reader import TARGETS, targets
+
+    out = {}
+    for i, layer in enumerate(model.bert.encoder.layer):
+        for (path, name), (owner, _) in zip(TARGETS, targets(layer), strict=True):
+            lora = getattr(owner, name)
+            out[f"layer.{i}.{path}.{name}.A"] = lora.A.detach().numpy().astype(np.float16)
+            out[f"layer.{i}.{path}.{name}.B"] = lora.B.detach().numpy().astype(np.float16)
+    out["head.weight"] = model.head.weight.detach().numpy().astype(np.float32)
+    out["head.bias"] = model.head.bias.detach().numpy().astype(np.float32)
+    return out
+
+
+def save_reader(out_dir, model, lora_rank: int, model_dir, info: dict):
+    """Write the adapters and `reader.json` (with `info`: what it was trained on and how) to `out_dir`, in the
+    format service.ask.reader.read_reader checks."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from safetensors.numpy import save_file
+
+    from indexer.onnx_embed import weights_digest
+    from service.ask.reader import FORMAT, MAX_PIECES, META, TARGETS, WEIGHTS
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f".{WEIGHTS}.tmp"
+    save_file(adapter_tensors(model), str(tmp))
+    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+    tmp.chmod(0o644)
+    tmp.replace(out_dir / WEIGHTS)
+    meta = {"format": FORMAT, "base_model": "sentence-transformers/all-MiniLM-L6-v2",
+            "base_sha256": weights_digest(model_dir), "lora_rank": lora_rank, "lora_alpha": LORA_ALPHA,
+            "targets": [f"{p}.{n}" for p, n in TARGETS], "max_pieces": MAX_PIECES,
+            "input": "[CLS] question [SEP] heading path: sentence [SEP]; mean pooling; one linear unit (logit)",
+            "adapter_sha256": digest, **info}
+    tmpm = out_dir / f".{META}.tmp"
+    tmpm.write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmpm.replace(out_dir / META)
+    return out_dir
+
+
+def _batch(tokenizer, questions: list[str], sentences: list[tuple[tuple[str, ...], str]]):
     from service.ask.reader import as_tensors, encode_pairs, pair_text
 
     return as_tensors(encode_pairs(tokenizer, questions, [pair_text(h, s) for h, s in sentences]))
@@ -93,7 +168,7 @@ def train(questions: list[QuestionPairs], epochs: int = 5, lr: float = 5e-5, hea
     if not pos:
         raise ValueError("no positive pair: the training sets hold no answerable question with its answer retrieved")
     from indexer.embed import bundled_model_dir
-    from service.ask.reader import build_model, pair_tokenizer
+    from service.ask.reader import pair_tokenizer
 
     tok, model = pair_tokenizer(bundled_model_dir()), build_model(bundled_model_dir(), lora_rank)
     trainable = [p for p in model.bert.parameters() if p.requires_grad]

@@ -42,7 +42,8 @@ class OnnxModelMissing(FileNotFoundError):
     """No usable exported model: say how to make one."""
 
 
-def _weights_digest(model_dir: Path) -> str:
+def weights_digest(model_dir: Path) -> str:
+    """Checksum of a model directory's weights, configuration and tokenizer."""
     h = hashlib.sha256()
     for name in ("model.safetensors", "pytorch_model.bin", "config.json", "tokenizer.json"):
         p = model_dir / name
@@ -59,7 +60,7 @@ def export_onnx(out_dir: Path, model_dir: Path | None = None, name: str = DEFAUL
 
     model_dir = Path(model_dir) if model_dir else bundled_model_dir()
     out_dir = Path(out_dir)
-    digest = _weights_digest(model_dir)
+    digest = weights_digest(model_dir)
     meta_path = out_dir / META
     if meta_path.is_file() and all((out_dir / f).is_file() for f in (FP32, FUSED, INT8)):
         try:
@@ -101,14 +102,13 @@ def export_onnx(out_dir: Path, model_dir: Path | None = None, name: str = DEFAUL
     return out_dir
 
 
-def export_graph(module, sample: tuple, out_dir: Path, output: str, config, **quantize) -> object:
+def export_graph(module, sample: tuple, out_dir: Path, output: str, config, fuse: bool = True, **quantize):
     """Trace a BERT-based `module` (inputs: INPUTS, dynamic batch and length) to `out_dir`: FP32, FUSED (ONNX
-    Runtime's portable BERT fusions) and INT8 (dynamic quantization with `quantize_dynamic`, given `quantize`'s
-    options), each written under a temporary name and renamed. Returns the fused model (its fused-operator
-    statistics go into the meta)."""
+    Runtime's portable BERT fusions; unless `fuse` is false) and INT8 (dynamic quantization with
+    `quantize_dynamic`, given `quantize`'s options), each written under a temporary name and renamed. Returns
+    the fused model (its fused-operator statistics go into the meta), or None."""
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.transformers import optimizer
 
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f".{FP32}.tmp-{os.getpid()}"
@@ -117,14 +117,23 @@ def export_graph(module, sample: tuple, out_dir: Path, output: str, config, **qu
         torch.onnx.export(module, sample, str(tmp), input_names=list(INPUTS), output_names=[output],
                           dynamic_axes={**axes, output: {0: "batch"}}, opset_version=OPSET, dynamo=False)
     os.replace(tmp, out_dir / FP32)
+    fused = None
+    if fuse:
+        fused = _fuse(out_dir, config)
+    tmp8 = out_dir / f".{INT8}.tmp-{os.getpid()}"
+    quantize_dynamic(str(out_dir / FP32), str(tmp8), **{"weight_type": QuantType.QInt8, **quantize})
+    os.replace(tmp8, out_dir / INT8)
+    return fused
+
+
+def _fuse(out_dir: Path, config):
+    from onnxruntime.transformers import optimizer
+
     fused = optimizer.optimize_model(str(out_dir / FP32), model_type="bert", num_heads=config.num_attention_heads,
                                      hidden_size=config.hidden_size, opt_level=0)  # the portable fusions only
     tmpf = out_dir / f".{FUSED}.tmp-{os.getpid()}"
     fused.save_model_to_file(str(tmpf))
     os.replace(tmpf, out_dir / FUSED)
-    tmp8 = out_dir / f".{INT8}.tmp-{os.getpid()}"
-    quantize_dynamic(str(out_dir / FP32), str(tmp8), **{"weight_type": QuantType.QInt8, **quantize})
-    os.replace(tmp8, out_dir / INT8)
     return fused
 
 
@@ -141,6 +150,19 @@ def new_session(path: Path, threads: int):
     if threads > 1:  # a pool thread that spins between operators takes a core from the other request
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def padded_tokenizer(model_dir: Path, max_pieces: int):
+    """The model's fast tokenizer (`tokenizers`, without the transformers wrapper) that pads a batch to its
+    longest input and cuts an input (a text, or a pair longest-first) at `max_pieces` word pieces."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
+    pad = tok.padding or {}
+    tok.enable_padding(pad_id=pad.get("pad_id", 0), pad_token=pad.get("pad_token", "[PAD]"),
+                       pad_type_id=pad.get("pad_type_id", 0))
+    tok.enable_truncation(max_pieces, strategy="longest_first")
+    return tok
 
 
 def onnx_export_ready(onnx_dir: Path, name: str = DEFAULT_MODEL_NAME) -> bool:
@@ -186,11 +208,7 @@ class OnnxEmbedder:
         self._counter = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self._counter.no_padding()
         self._counter.no_truncation()
-        self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-        pad = self._tokenizer.padding or {}
-        self._tokenizer.enable_padding(pad_id=pad.get("pad_id", 0), pad_token=pad.get("pad_token", "[PAD]"),
-                                       pad_type_id=pad.get("pad_type_id", 0))
-        self._tokenizer.enable_truncation(self.max_pieces)
+        self._tokenizer = padded_tokenizer(model_dir, self.max_pieces)
         self.threads = max(1, threads or 1)
         self._session = new_session(path, self.threads)
         # With threads > 1, a lone query is encoded on `threads` cores; a query that arrives while another is

@@ -30,6 +30,7 @@ from indexer.embed import Embedder, SentenceTransformerEmbedder
 from indexer.store import REBUILD_HINT, IndexData, IndexLoadError, load_index, version_dir
 from indexer.text import analyze
 from service.ask import Answerer, UnavailableAnswerer, load_answerer
+from service.ask.reader import Reader, load_reader
 from service.backends import make_backend
 from service.batching import MicroBatcher
 from service.config import Settings
@@ -96,6 +97,7 @@ class Resources:
         self.encoder_note: str | None = None  # why `auto` fell back to torch
         self.on_reload = on_reload  # told each reload's outcome (True: swapped in), e.g. to count it in /metrics
         self.backend = make_backend(settings)  # None: FAISS in this process; else Qdrant (service.backends)
+        self.reader: Reader | None = None  # /v1/ask's reader, loaded with the first calibration that uses one
         self._lock = threading.Lock()
 
     # read-only views of the current snapshot, for code that does not serve a request (metrics, readyz)
@@ -137,6 +139,12 @@ class Resources:
             self.encoder_kind = kind
         return self.embedder
 
+    def _reader(self) -> Reader:
+        if self.reader is None:  # once per process; reloads reuse it (ReaderError: /v1/ask says why)
+            s = self.settings
+            self.reader = load_reader(s.reader, s.model_dir, s.reader_threads, s.reader_cache)
+        return self.reader
+
     def _build(self, path: Path) -> Snapshot:
         s = self.settings
         embedder = self._embedder()
@@ -148,8 +156,7 @@ class Resources:
                               store=self.backend.store(index) if self.backend is not None else None)
         snapshot = Snapshot(settings=s, embedder=embedder, index=index, retriever=retriever,
                             # no calibration that fits the index: /v1/ask answers 503 with the reason, search serves
-                            answerer=load_answerer(retriever, [index.path, s.index_dir], s.calibration, s.reader,
-                                                   s.model_dir, s.reader_threads, s.reader_cache),
+                            answerer=load_answerer(retriever, [index.path, s.index_dir], s.calibration, self._reader),
                             loaded_at=time.time())
         probe(snapshot, s.reload_probes)  # also pays torch's lazy initialisation before the first request
         return snapshot

@@ -11,6 +11,7 @@ import shutil
 
 import pytest
 
+from service.ask.reader import RUNTIME
 from tests.conftest import make_client
 
 pytestmark = pytest.mark.slow
@@ -117,7 +118,7 @@ def test_index_reports_the_calibration(client):
     assert cal["features"] and cal["fitted_at"]
     assert "reader" in cal["features"]
     assert cal["reader"]["adapter_sha256"] == cal["fitted_for"]["reader"]["adapter_sha256"]
-    assert cal["reader"]["runtime"] == "onnx-int8" and "helpers-a/all" in cal["reader"]["trained_on"]
+    assert cal["reader"]["runtime"] == RUNTIME and "helpers-a/all" in cal["reader"]["trained_on"]
 
 
 def test_without_a_calibration_that_fits_ask_is_a_503_and_search_still_serves(tmp_path, real_index, real_embedder):

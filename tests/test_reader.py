@@ -8,18 +8,18 @@ import shutil
 import numpy as np
 import pytest
 
+from eval.reader import build_model, save_reader
 from service.ask.reader import (
     META,
     PACKAGED_DIR,
+    RUNTIME,
     WEIGHTS,
     ReaderError,
     as_tensors,
-    build_model,
     encode_pairs,
     load_reader,
     pair_text,
     pair_tokenizer,
-    save_reader,
 )
 
 torch = pytest.importorskip("torch")
@@ -59,7 +59,8 @@ def test_the_onnx_export_scores_close_to_torch(tmp_path, model_dir):
     to torch's fp32 ones and order the passages alike, and a second load reuses the export."""
     on_torch = load_reader(None, model_dir, runtime="torch")
     on_onnx = load_reader(None, model_dir, cache=tmp_path)
-    assert on_onnx.runtime == "onnx-int8" and on_torch.runtime == "torch"
+    assert on_onnx.runtime == RUNTIME and on_torch.runtime == "torch"
+    assert on_onnx.fingerprint != on_torch.fingerprint  # a calibration fitted on one refuses the other
     passages = [pair_text(["OpenInfra Days"], "OpenInfra Days in 2023 attracted a total of 1,862 in-person "
                                               "participants and thousands of online attendees."),
                 pair_text(["OpenInfra Days"], "OpenInfra Days Korea also included parallel open source "
@@ -72,7 +73,8 @@ def test_the_onnx_export_scores_close_to_torch(tmp_path, model_dir):
     export = next(tmp_path.glob("reader-*"))
     assert sorted(p.name for p in export.iterdir()) == ["meta.json", "model-int8.onnx"]  # the graph it serves
     stamp = (export / "meta.json").stat().st_mtime_ns
-    assert load_reader(None, model_dir, cache=tmp_path).runtime == "onnx-int8"
+    assert load_reader(None, model_dir, cache=tmp_path).runtime == RUNTIME
+    assert [p.name for p in tmp_path.iterdir()] == [export.name]  # the private work directory is gone
     assert (export / "meta.json").stat().st_mtime_ns == stamp  # not exported again
 
 
@@ -133,7 +135,7 @@ def test_the_shipped_reader_prefers_the_sentence_that_answers(model_dir):
     assert wins >= 3
 
 
-def test_calibrate_refuses_sets_the_reader_was_trained_on():
+def test_overlap_names_the_sets_a_reader_was_trained_on():
     from eval.calibrate import overlap
     from eval.datasets import Dataset
 
@@ -153,7 +155,7 @@ def test_the_packaged_calibration_was_fitted_with_the_packaged_reader(model_dir)
 
     cal = Calibration.load(PACKAGED)
     _, _, meta = read_reader(None, model_dir)
-    fingerprint = {"adapter_sha256": meta["adapter_sha256"], "base_sha256": meta["base_sha256"]}
+    fingerprint = {"adapter_sha256": meta["adapter_sha256"], "base_sha256": meta["base_sha256"], "runtime": RUNTIME}
     assert cal.needs_reader
     cal.verify_reader(fingerprint)
     with pytest.raises(CalibrationError, match="fitted with the reader"):

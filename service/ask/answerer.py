@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from service.ask.evidence import (
 )
 from service.ask.features import Signals, feature_vector
 from service.ask.question import QuestionAnalysis, analyze_question, retrieval_query
-from service.ask.reader import Reader, ReaderError, cached_reader, pair_text
+from service.ask.reader import Reader, ReaderError, load_reader, pair_text
 from service.retrieval import Hit, Retriever
 
 log = logging.getLogger(__name__)
@@ -182,18 +183,18 @@ class UnavailableAnswerer:
 
 
 def load_answerer(retriever: Retriever, index_dirs: list[Path], calibration: Path | None = None,
-                  reader: Path | None = None, model_dir: Path | None = None, reader_threads: int | None = None,
-                  reader_cache: Path | None = None) -> Answerer | UnavailableAnswerer:
+                  reader: Callable[[], Reader] | None = None) -> Answerer | UnavailableAnswerer:
     """An Answerer with the calibration found for the retriever's index (see calibration.find_calibration) and
-    the reader it was fitted with (`reader`: its directory, default the packaged one), or, when either is
-    missing or they do not fit together, an UnavailableAnswerer that says why (search keeps working)."""
+    the reader it was fitted with (`reader()`, called only when the calibration uses one; default: the packaged
+    reader), or, when either is missing or they do not fit together, an UnavailableAnswerer that says why
+    (search keeps working)."""
     try:
         cal = load_calibration(retriever.index.manifest, index_dirs, calibration)
-        judge = cached_reader(reader, model_dir, reader_threads, reader_cache) if cal.needs_reader else None
+        judge = (reader or load_reader)() if cal.needs_reader else None
         cal.verify_reader(judge.fingerprint if judge is not None else None)
     except (CalibrationError, ReaderError) as e:
         log.error("/v1/ask is unavailable: %s", e)
         return UnavailableAnswerer(str(e))
     log.info("calibration %s (threshold %.3f)%s", cal.path, cal.threshold,
-             f", reader {judge.path}" if judge is not None else "")
+             f", reader {judge.path} on {judge.runtime}" if judge is not None else "")
     return Answerer(retriever, cal, judge)

