@@ -165,3 +165,23 @@ def test_the_packaged_calibration_was_fitted_with_the_packaged_reader(model_dir)
     # each tuning set was scored by a reader that had not seen it
     for name, used in cal.metrics["reader_per_set"].items():
         assert name not in used["trained_on"]
+
+
+def test_processes_exporting_at_once_leave_one_whole_export(tmp_path):
+    """Workers starting together with no export yet: each exports into its own directory and renames it into
+    place; both load, and one complete export is left (no half-written or private directories)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "service.ask.reader", "--cache", str(tmp_path)]
+    procs = [subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-1500:] for _, e in outs]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert len(left) == 1 and left[0].startswith("reader-"), left
+    assert sorted(p.name for p in (tmp_path / left[0]).iterdir()) == ["meta.json", "model-int8.onnx"]
+    reader = load_reader(None, None, cache=tmp_path)
+    assert reader.score("who chairs the board?", ["Board: Jane chairs it."]).shape == (1,)
