@@ -177,7 +177,7 @@ def _datasets(specs: str, external_dir) -> list[Dataset]:
 
 def cmd_reader(args) -> int:
     """Fit a reader on some question sets, score others; prints AUROC and answer-sentence figures per set."""
-    from eval.reader import collect_pairs, figures, score, train
+    from eval.reader import TOP_CANDIDATES, collect_pairs, figures, score, train
     from service.ask import Answerer
 
     if args.save and not args.lora:
@@ -218,6 +218,7 @@ def cmd_reader(args) -> int:
                                                                                            time.gmtime()),
                 "training": {k: out[k] for k in ("epochs", "lr", "lora_rank", "neg_per_pos", "seed",
                                                  "training_minutes")} | {"questions": len(training)},
+                "candidates": {"per_question": TOP_CANDIDATES, "sentence_weights": answerer.sentence_weights},
                 "figures": out["sets"]}
         out["saved"] = str(save_reader(args.save, model, args.lora, bundled_model_dir(), info))
     print(json.dumps(out, indent=1))
