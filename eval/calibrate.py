@@ -242,6 +242,28 @@ def overlap(datasets: list[Dataset], trained_on: list[dict]) -> list[str]:
             if any(d.name == name and (d.split == split or "all" in (d.split, split)) for name, split in seen)]
 
 
+def readers_for(datasets: list[Dataset], served, folds: list) -> list:
+    """The reader that scores each dataset's questions: the served one if it never saw them, else a fold reader
+    trained without them. ValueError when a fold reader was trained otherwise than the served one (base
+    weights, settings) or when every reader has seen a set."""
+    recipe = ("epochs", "lr", "lora_rank", "neg_per_pos", "seed")
+    for f in folds:  # a fold reader stands in for the served one: same base, same recipe, other sets
+        mine, theirs = f.meta.get("training") or {}, served.meta.get("training") or {}
+        differs = [k for k in recipe if mine.get(k) != theirs.get(k)]
+        if f.meta["base_sha256"] != served.meta["base_sha256"] or differs:
+            raise ValueError(f"the fold reader at {f.path} was not trained as the served reader ({served.path}) was "
+                             f"(differs in: {', '.join(differs) or 'base weights'}); retrain both with: make reader")
+    out = []
+    for d in datasets:
+        unseen = [r for r in [served, *folds] if not overlap([d], r.meta.get("trained_on") or [])]
+        if not unseen:
+            raise ValueError(f"the reader at {served.path} was trained on {d.name}/{d.split} and no --fold-reader "
+                             f"was trained without it: scores of questions a reader has seen would make the fit "
+                             f"trust it too much")
+        out.append(unseen[0])
+    return out
+
+
 def index_fingerprint(manifest: dict) -> dict:
     """What a calibration records about the index it was fitted with (and is checked against at load)."""
     return {"model": (manifest.get("model") or {}).get("name"), "chunker": manifest.get("chunker"),

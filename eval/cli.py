@@ -261,7 +261,7 @@ HELD_OUT = {("report", "test"), ("report", "fresh"), ("report-external", "keywor
 
 def cmd_calibrate(args) -> int:
     """Fit on the tuning sets; write the artefact to --write, else REPORTQA_CALIBRATION, else beside the index."""
-    from eval.calibrate import calibrate, index_fingerprint, overlap, report_table
+    from eval.calibrate import calibrate, index_fingerprint, readers_for, report_table
     from service.ask import Answerer
     from service.ask.reader import META as READER_META
     from service.ask.reader import ReaderError, load_reader
@@ -277,29 +277,10 @@ def cmd_calibrate(args) -> int:
         reader = load_reader(args.reader or Settings().reader)
         fold_dirs = args.fold_reader or sorted(p.parent for p in FOLD_READERS.glob(f"*/{READER_META}"))
         folds = [load_reader(Path(d)) for d in fold_dirs]
-    except ReaderError as e:
+        readers = readers_for(datasets, reader, folds)
+    except (ReaderError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    # a fold reader stands in for the served one: same base weights, same training recipe, other sets
-    recipe = ("epochs", "lr", "lora_rank", "neg_per_pos", "seed")
-    for f in folds:
-        mine, served = f.meta.get("training") or {}, reader.meta.get("training") or {}
-        differs = [k for k in recipe if mine.get(k) != served.get(k)]
-        if f.meta["base_sha256"] != reader.meta["base_sha256"] or differs:
-            print(f"error: the fold reader at {f.path} was not trained as the served reader ({reader.path}) was "
-                  f"(differs in: {', '.join(differs) or 'base weights'}); retrain both with: make reader",
-                  file=sys.stderr)
-            return 2
-    # each set is scored by a reader that never saw it: the served one, else a fold reader trained without it
-    readers = []
-    for d in datasets:
-        unseen = [r for r in [reader, *folds] if not overlap([d], r.meta.get("trained_on") or [])]
-        if not unseen:
-            print(f"error: the reader at {reader.path} was trained on {d.name}/{d.split} and no --fold-reader was "
-                  f"trained without it: scores of questions a reader has seen would make the fit trust it too much",
-                  file=sys.stderr)
-            return 2
-        readers.append(unseen[0])
     args.alpha, args.fusion, args.url = None, None, None
     target = _targets(args, datasets[0], ["hybrid"])["hybrid"]
     answerer = Answerer(target.retriever, None, reader)  # its own, uncalibrated: analysis only

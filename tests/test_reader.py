@@ -162,6 +162,10 @@ def test_the_packaged_calibration_was_fitted_with_the_packaged_reader(model_dir)
         cal.verify_reader({**fingerprint, "adapter_sha256": "0" * 64})
     with pytest.raises(CalibrationError, match="fitted with the reader"):
         cal.verify_reader(None)
+    from service.ask import Answerer
+
+    with pytest.raises(CalibrationError, match="no reader is loaded"):  # an answerer cannot be built without it
+        Answerer(None, cal, None)
     # each tuning set was scored by a reader that had not seen it
     for name, used in cal.metrics["reader_per_set"].items():
         assert name not in used["trained_on"]
@@ -185,3 +189,28 @@ def test_processes_exporting_at_once_leave_one_whole_export(tmp_path):
     assert sorted(p.name for p in (tmp_path / left[0]).iterdir()) == ["meta.json", "model-int8.onnx"]
     reader = load_reader(None, None, cache=tmp_path)
     assert reader.score("who chairs the board?", ["Board: Jane chairs it."]).shape == (1,)
+
+
+def test_each_tuning_set_is_scored_by_a_reader_that_never_saw_it():
+    from types import SimpleNamespace
+
+    from eval.calibrate import readers_for
+    from eval.datasets import Dataset
+
+    def reader(name, sets, **training):
+        return SimpleNamespace(path=name, meta={"base_sha256": "b", "training": {"epochs": 5, **training},
+                                                "trained_on": [{"dataset": d, "split": s} for d, s in sets]})
+
+    def ds(name, split):
+        return Dataset(name=name, split=split, queries=[], key="anchor")
+
+    served = reader("served", [("report", "dev"), ("report-external", "all")])
+    without_dev = reader("without-dev", [("report-external", "all")])
+    without_ext = reader("without-ext", [("report", "dev")])
+    sets = [ds("report", "dev"), ds("report-external", "all"), ds("report", "test")]
+    assert [r.path for r in readers_for(sets, served, [without_dev, without_ext])] == [
+        "without-dev", "without-ext", "served"]
+    with pytest.raises(ValueError, match="trained on report-external/all"):
+        readers_for(sets, served, [without_dev])
+    with pytest.raises(ValueError, match="differs in: epochs"):
+        readers_for(sets, served, [without_dev, reader("other", [("report", "dev")], epochs=3)])

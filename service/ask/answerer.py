@@ -85,6 +85,8 @@ class Answerer:
     questions (what `python -m eval calibrate` needs), but not ask()."""
 
     def __init__(self, retriever: Retriever, calibration: Calibration | None, reader: Reader | None = None) -> None:
+        if calibration is not None:  # never a reader feature of 0 where the fit expected the reader's scores
+            calibration.verify_reader(reader.fingerprint if reader is not None else None)
         self.r = retriever
         self.cal = calibration
         self.reader = reader
@@ -191,10 +193,10 @@ def load_answerer(retriever: Retriever, index_dirs: list[Path], calibration: Pat
     try:
         cal = load_calibration(retriever.index.manifest, index_dirs, calibration)
         judge = (reader or load_reader)() if cal.needs_reader else None
-        cal.verify_reader(judge.fingerprint if judge is not None else None)
+        answerer = Answerer(retriever, cal, judge)  # checks that the reader is the one the fit used
     except (CalibrationError, ReaderError) as e:
         log.error("/v1/ask is unavailable: %s", e)
         return UnavailableAnswerer(str(e))
     log.info("calibration %s (threshold %.3f)%s", cal.path, cal.threshold,
              f", reader {judge.path} on {judge.runtime}" if judge is not None else "")
-    return Answerer(retriever, cal, judge)
+    return answerer

@@ -132,8 +132,15 @@ class Calibration:
         where = self.path or "the calibration"
         fitted = self.fitted_for.get("reader")
         if self.needs_reader and fitted != fingerprint:
-            raise CalibrationError(f"{where} was fitted with the reader {(fitted or {}).get('adapter_sha256')!r}, "
-                                   f"the service loaded {(fingerprint or {}).get('adapter_sha256')!r}; {FIT_HINT}")
+            if fitted is None:
+                what = "records no reader"
+            elif fingerprint is None:
+                what = "no reader is loaded"
+            else:
+                what = "the loaded one differs in " + "; ".join(
+                    f"{k} ({fitted.get(k)!r} fitted, {fingerprint.get(k)!r} loaded)"
+                    for k in sorted(set(fitted) | set(fingerprint)) if fitted.get(k) != fingerprint.get(k))
+            raise CalibrationError(f"{where} was fitted with the reader feature, but {what}; {FIT_HINT}")
 
     def describe(self) -> dict:
         """What GET /v1/index reports."""

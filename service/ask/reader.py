@@ -278,7 +278,7 @@ def load_reader(reader_dir: Path | None = None, model_dir: Path | None = None, t
     `model_dir` (default: the bundled model), and make them ready to score.
 
     runtime "onnx" (what the service and the calibration use): the merged model quantized to int8 (QUANTIZE)
-    on ONNX Runtime, from the export under `cache` (default_cache(); made there when missing, ~15 s; when the
+    on ONNX Runtime, from the export under `cache` (default_cache(); made there when missing, ~17 s here; when the
     cache cannot be written, in a temporary directory removed once loaded). One pair: 6.1 ms median, 9.7 ms p95
     on one thread here, against 15 / 27 ms for the fused fp32 graph (README, /v1/ask). Its logits differ a
     little from fp32's, which is why the calibration is fitted on this runtime. runtime "torch": the merged
