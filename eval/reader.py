@@ -187,7 +187,7 @@ def train(questions: list[QuestionPairs], epochs: int = 5, lr: float = 5e-5, hea
         total = 0.0
         for i in range(0, len(chosen), batch_size):
             b = chosen[i : i + batch_size]
-            loss = loss_fn(model(_batch(tok, [p[0] for p in b], [p[1] for p in b])), torch.tensor([p[2] for p in b]))
+            loss = loss_fn(model(**_batch(tok, [p[0] for p in b], [p[1] for p in b])), torch.tensor([p[2] for p in b]))
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -207,7 +207,7 @@ def score(tokenizer, model, questions: list[QuestionPairs], top: int = SCORED) -
     with torch.no_grad():
         for q in questions:
             s = q.sentences[:top]
-            out.append(model(_batch(tokenizer, [q.question] * len(s), s)).numpy() if s else np.zeros(0))
+            out.append(model(**_batch(tokenizer, [q.question] * len(s), s)).numpy() if s else np.zeros(0))
     return out
 
 

@@ -47,7 +47,7 @@ def test_saved_adapters_score_as_the_trained_model(tmp_path, model_dir):
     pairs = [("how many people attended?", pair_text(["Events", "Summit"], "The summit drew 1,200 attendees.")),
              ("who chairs the board?", pair_text([], "A sentence without a heading."))]
     with torch.no_grad():
-        want = model(as_tensors(encode_pairs(pair_tokenizer(model_dir), [q for q, _ in pairs],
+        want = model(**as_tensors(encode_pairs(pair_tokenizer(model_dir), [q for q, _ in pairs],
                                              [p for _, p in pairs]))).numpy()
     got = np.array([loaded.score(q, [p])[0] for q, p in pairs])
     assert np.allclose(got, want, atol=2e-3), (got, want)

@@ -89,10 +89,7 @@ def cross_encoder(model_dir: Path, eager: bool = False):
             self.bert = AutoModel.from_pretrained(str(model_dir), **({"attn_implementation": "eager"} if eager else {}))
             self.head = torch.nn.Linear(self.bert.config.hidden_size, 1)
 
-        def forward(self, batch):
-            return self.logits(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-
-        def logits(self, input_ids, attention_mask, token_type_ids):
+        def forward(self, input_ids, attention_mask, token_type_ids):  # positional: what the ONNX export traces
             h = self.bert(input_ids=input_ids, attention_mask=attention_mask,
                           token_type_ids=token_type_ids).last_hidden_state
             m = attention_mask.unsqueeze(-1).to(h.dtype)
@@ -137,7 +134,7 @@ class Reader:
         import torch
 
         with torch.inference_mode():
-            return self.model(as_tensors(batch)).numpy().astype(np.float32)
+            return self.model(**as_tensors(batch)).numpy().astype(np.float32)
 
     def summary(self) -> dict:
         """Which reader, trained on which question sets (what a calibration report keeps of it)."""
@@ -237,19 +234,10 @@ def export_reader(out_dir: Path, reader_dir: Path | None = None, model_dir: Path
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
         model = merged_model(reader_dir, model_dir, meta)
-
-        class Logits(torch.nn.Module):
-            def __init__(self) -> None:
-                super().__init__()
-                self.inner = model
-
-            def forward(self, input_ids, attention_mask, token_type_ids):
-                return self.inner.logits(input_ids, attention_mask, token_type_ids)
-
         sample = as_tensors(encode_pairs(pair_tokenizer(model_dir), ["a question"], ["a heading: a sentence"]))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's exporter explains its tracing at length
-            export_graph(Logits().eval(), tuple(sample[k] for k in ("input_ids", "attention_mask", "token_type_ids")),
+            export_graph(model, tuple(sample[k] for k in ("input_ids", "attention_mask", "token_type_ids")),
                          work, "logit", model.bert.config, fuse=False, **QUANTIZE)
         (work / FP32).unlink()  # only the int8 graph is served
         (work / "meta.json").write_text(json.dumps({"adapter_sha256": meta["adapter_sha256"], "model": INT8,
