@@ -180,8 +180,12 @@ def cmd_reader(args) -> int:
     from eval.reader import TOP_CANDIDATES, collect_pairs, figures, score, train
     from service.ask import Answerer
 
-    if args.save and not args.lora:
-        print("error: --save writes adapters: give --lora RANK", file=sys.stderr)
+    if args.save and not (args.lora or args.compress_rank):
+        print("error: --save writes adapters: give --lora RANK, or --compress-rank RANK for a full fine-tune",
+              file=sys.stderr)
+        return 2
+    if args.lora and args.compress_rank:
+        print("error: --compress-rank stores a full fine-tune: not with --lora", file=sys.stderr)
         return 2
     fit_on, scored = _datasets(args.train, args.external_dir), _datasets(args.score, args.external_dir)
     args.alpha, args.fusion, args.url = None, None, None
@@ -217,10 +221,14 @@ def cmd_reader(args) -> int:
         info = {"trained_on": [d.describe() for d in fit_on], "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                            time.gmtime()),
                 "training": {k: out[k] for k in ("epochs", "lr", "lora_rank", "neg_per_pos", "seed",
-                                                 "training_minutes")} | {"questions": len(training)},
+                                                 "training_minutes")}
+                | {"questions": len(training), "method": (
+                    f"every weight fine-tuned; the change stored at rank {args.compress_rank} (SVD)"
+                    if args.compress_rank else f"rank-{args.lora} adapters, base weights frozen")},
                 "candidates": {"per_question": TOP_CANDIDATES, "sentence_weights": answerer.sentence_weights},
                 "figures": out["sets"]}
-        out["saved"] = str(save_reader(args.save, model, args.lora, bundled_model_dir(), info))
+        out["saved"] = str(save_reader(args.save, model, args.lora, bundled_model_dir(), info,
+                                       compress_rank=args.compress_rank))
     print(json.dumps(out, indent=1))
     return 0
 
@@ -389,6 +397,8 @@ def _parser() -> argparse.ArgumentParser:
     rd.add_argument("--lr", type=float, default=5e-5, help="learning rate of the encoder (or of the adapters)")
     rd.add_argument("--neg-per-pos", type=float, default=4.0)
     rd.add_argument("--lora", type=int, default=None, help="train rank-r adapters instead of every weight")
+    rd.add_argument("--compress-rank", type=int, default=None,
+                    help="without --lora: store the fine-tuned weights' change at this rank (SVD) for --save")
     rd.add_argument("--seed", type=int, default=0)
     rd.add_argument("--limit", type=int, default=None, help="fit on the first N questions only (a quick check)")
     rd.add_argument("--save", type=Path, default=None,

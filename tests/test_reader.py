@@ -54,6 +54,35 @@ def test_saved_adapters_score_as_the_trained_model(tmp_path, model_dir):
     assert loaded.fingerprint["adapter_sha256"] == json.loads((tmp_path / META).read_text())["adapter_sha256"]
 
 
+def test_a_full_fine_tune_is_stored_as_its_low_rank_change(tmp_path, model_dir):
+    """A fully fine-tuned reader saved with compress_rank: its change to each adapted weight, truncated by SVD,
+    is what load_reader merges. A change of rank ≤ compress_rank comes back whole (to fp16 rounding); the
+    stored rank and scale say how to read it."""
+    torch.manual_seed(0)
+    model = build_model(model_dir)  # every weight trainable, no adapters
+    with torch.no_grad():
+        for layer in model.bert.encoder.layer:
+            for lin in (layer.attention.self.query, layer.intermediate.dense, layer.output.dense):
+                out_f, in_f = lin.weight.shape
+                lin.weight += torch.randn(out_f, 2) @ torch.randn(2, in_f) * 0.02  # a rank-2 change
+        model.head.weight.normal_(0, 0.1)
+    model.eval()
+    save_reader(tmp_path, model, None, model_dir, {"trained_on": [{"dataset": "x", "split": "all"}]},
+                compress_rank=4)
+    meta = json.loads((tmp_path / META).read_text())
+    assert (meta["lora_rank"], meta["lora_alpha"]) == (4, 4.0)
+    loaded = load_reader(tmp_path, model_dir, runtime="torch")
+    questions = ["how many people attended?", "who chairs the board?"]
+    passages = [pair_text(["Events"], "The summit drew 1,200 attendees."), pair_text([], "No heading here.")]
+    with torch.no_grad():
+        want = model(**as_tensors(encode_pairs(pair_tokenizer(model_dir), questions, passages))).numpy()
+    got = np.array([loaded.score(q, [p])[0] for q, p in zip(questions, passages, strict=True)])
+    assert np.allclose(got, want, atol=5e-3), (got, want)
+    save_reader(tmp_path / "r1", model, None, model_dir, {"trained_on": []}, compress_rank=1)  # loses a part
+    cut = load_reader(tmp_path / "r1", model_dir, runtime="torch")
+    assert not np.allclose([cut.score(q, [p])[0] for q, p in zip(questions, passages, strict=True)], want, atol=5e-3)
+
+
 def test_the_onnx_export_scores_close_to_torch(tmp_path, model_dir):
     """The service runs the reader on ONNX Runtime (int8), exported once into the cache: its logits stay close
     to torch's fp32 ones and order the passages alike, and a second load reuses the export."""
