@@ -146,7 +146,7 @@ def low_rank_delta(model, model_dir, rank: int) -> dict[str, np.ndarray]:
     return out
 
 
-def save_reader(out_dir, model, lora_rank: int, model_dir, info: dict, compress_rank: int | None = None):
+def save_reader(out_dir, model, lora_rank: int | None, model_dir, info: dict, compress_rank: int | None = None):
     """Write the adapters and `reader.json` (with `info`: what it was trained on and how) to `out_dir`, in the
     format service.ask.reader.read_reader checks. `model` has rank-`lora_rank` adapters (build_model), or, with
     `compress_rank`, was fully fine-tuned and is stored as its rank-`compress_rank` change (low_rank_delta)."""

@@ -243,3 +243,13 @@ def test_each_tuning_set_is_scored_by_a_reader_that_never_saw_it():
         readers_for(sets, served, [without_dev])
     with pytest.raises(ValueError, match="differs in: epochs"):
         readers_for(sets, served, [without_dev, reader("other", [("report", "dev")], epochs=3)])
+
+
+@pytest.mark.parametrize("argv", [["--save", "out"], ["--lora", "8", "--compress-rank", "64", "--save", "out"]])
+def test_reader_cli_refuses_a_save_it_cannot_make(argv, tmp_path, capsys):
+    """--save needs a way to store the weights (adapters, or a full fine-tune's cut change), and not both."""
+    from eval.cli import main
+
+    assert main(["reader", *argv[:-1], str(tmp_path / argv[-1])]) == 2
+    assert "--compress-rank" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
