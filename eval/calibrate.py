@@ -246,7 +246,7 @@ def readers_for(datasets: list[Dataset], served, folds: list) -> list:
     """The reader that scores each dataset's questions: the served one if it never saw them, else a fold reader
     trained without them. ValueError when a fold reader was trained otherwise than the served one (base
     weights, settings) or when every reader has seen a set."""
-    recipe = ("epochs", "lr", "lora_rank", "neg_per_pos", "seed", "method")
+    recipe = ("epochs", "lr", "layers", "lora_rank", "neg_per_pos", "seed", "method")
     for f in folds:  # a fold reader stands in for the served one: same base, same recipe, other sets
         mine, theirs = f.meta.get("training") or {}, served.meta.get("training") or {}
         differs = [k for k in recipe if mine.get(k) != theirs.get(k)]

@@ -197,18 +197,20 @@ def cmd_reader(args) -> int:
     if args.limit:
         training = training[: args.limit]
     tok, model = train(training, epochs=args.epochs, lr=args.lr, neg_per_pos=args.neg_per_pos, seed=args.seed,
-                       lora_rank=args.lora, threads=args.threads or 2)
+                       lora_rank=args.lora, threads=args.threads or 2, layers=args.layers)
     trained = model
     if args.compress_rank:  # score what --save ships: the change cut to its rank, fp16
         from eval.reader import low_rank_delta
         from indexer.embed import bundled_model_dir
         from service.ask.reader import merge
 
-        model = merge(bundled_model_dir(), low_rank_delta(trained, bundled_model_dir(), args.compress_rank), 1.0)
+        model = merge(bundled_model_dir(), low_rank_delta(trained, bundled_model_dir(), args.compress_rank), 1.0,
+                      layers=args.layers)
     minutes = (time.perf_counter() - t0) / 60
     trained_on = {f"{d.name}/{d.split}" for d in fit_on}
     out = {"trained_on": sorted(trained_on), "training_minutes": round(minutes, 2), "epochs": args.epochs,
-           "lr": args.lr, "lora_rank": args.lora, "neg_per_pos": args.neg_per_pos, "seed": args.seed, "sets": {}}
+           "lr": args.lr, "layers": args.layers, "lora_rank": args.lora, "neg_per_pos": args.neg_per_pos,
+           "seed": args.seed, "sets": {}}
     print("| set | questions | AUROC reader | AUROC confidence | AUROC reader + confidence (by rank) | "
           "reader's sentence holds an answer | service's |")
     print("|---|---|---|---|---|---|---|")
@@ -227,7 +229,7 @@ def cmd_reader(args) -> int:
 
         info = {"trained_on": [d.describe() for d in fit_on], "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                            time.gmtime()),
-                "training": {k: out[k] for k in ("epochs", "lr", "lora_rank", "neg_per_pos", "seed",
+                "training": {k: out[k] for k in ("epochs", "lr", "layers", "lora_rank", "neg_per_pos", "seed",
                                                  "training_minutes")}
                 | {"questions": len(training), "method": (
                     f"every weight fine-tuned; the change stored at rank {args.compress_rank} (SVD)"
@@ -406,6 +408,8 @@ def _parser() -> argparse.ArgumentParser:
     rd.add_argument("--lora", type=int, default=None, help="train rank-r adapters instead of every weight")
     rd.add_argument("--compress-rank", type=int, default=None,
                     help="without --lora: store the fine-tuned weights' change at this rank (SVD) for --save")
+    rd.add_argument("--layers", type=int, default=None,
+                    help="a reader of the base model's first N layers only (default: all six)")
     rd.add_argument("--seed", type=int, default=0)
     rd.add_argument("--limit", type=int, default=None, help="fit on the first N questions only (a quick check)")
     rd.add_argument("--save", type=Path, default=None,

@@ -76,7 +76,7 @@ def collect_pairs(dataset, answerer) -> list[QuestionPairs]:
     return out
 
 
-def build_model(model_dir, lora_rank: int | None = None):
+def build_model(model_dir, lora_rank: int | None = None, layers: int | None = None):
     """The service's cross-encoder (service.ask.reader.cross_encoder); with `lora_rank`, its BERT weights frozen
     and a trainable rank-r adapter on each of the reader's TARGETS in every layer."""
     import torch
@@ -95,7 +95,7 @@ def build_model(model_dir, lora_rank: int | None = None):
         def forward(self, x):
             return self.base(x) + (x @ self.A.t() @ self.B.t()) * self.scale
 
-    model = cross_encoder(model_dir)
+    model = cross_encoder(model_dir, layers=layers)
     if lora_rank:
         for p in model.bert.parameters():
             p.requires_grad = False
@@ -131,7 +131,7 @@ def low_rank_delta(model, model_dir, rank: int) -> dict[str, np.ndarray]:
 
     from service.ask.reader import TARGETS, cross_encoder, targets
 
-    base = cross_encoder(model_dir)
+    base = cross_encoder(model_dir, layers=len(model.bert.encoder.layer))
     out = {}
     with torch.no_grad():
         for i, (lb, lf) in enumerate(zip(base.bert.encoder.layer, model.bert.encoder.layer, strict=True)):
@@ -172,9 +172,11 @@ def save_reader(out_dir, model, lora_rank: int | None, model_dir, info: dict, co
     tmp.chmod(0o644)
     tmp.replace(out_dir / WEIGHTS)
     meta = {"format": FORMAT, "base_model": "sentence-transformers/all-MiniLM-L6-v2",
-            "base_sha256": weights_digest(model_dir), "lora_rank": lora_rank, "lora_alpha": alpha,
-            "targets": [f"{p}.{n}" for p, n in TARGETS], "max_pieces": MAX_PIECES,
-            "input": "[CLS] question [SEP] heading path: sentence [SEP]; mean pooling; one linear unit (logit)",
+            "base_sha256": weights_digest(model_dir), "layers": len(model.bert.encoder.layer),
+            "lora_rank": lora_rank, "lora_alpha": alpha, "targets": [f"{p}.{n}" for p, n in TARGETS],
+            "max_pieces": MAX_PIECES,
+            "input": "[CLS] question [SEP] heading path: sentence [SEP]; mean pooling of the last of `layers` "
+                     "layers; one linear unit (logit)",
             "adapter_sha256": digest, **info}
     tmpm = out_dir / f".{META}.tmp"
     tmpm.write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -190,7 +192,7 @@ def _batch(tokenizer, questions: list[str], sentences: list[tuple[tuple[str, ...
 
 def train(questions: list[QuestionPairs], epochs: int = 5, lr: float = 5e-5, head_lr: float = 1e-3,
           neg_per_pos: float = 4.0, batch_size: int = 16, seed: int = 0, lora_rank: int | None = None,
-          threads: int = 2):
+          threads: int = 2, layers: int | None = None):
     """Fit a reader on the pairs of `questions`; returns (tokenizer, model in eval mode)."""
     import torch
 
@@ -207,7 +209,7 @@ def train(questions: list[QuestionPairs], epochs: int = 5, lr: float = 5e-5, hea
     from indexer.embed import bundled_model_dir
     from service.ask.reader import pair_tokenizer
 
-    tok, model = pair_tokenizer(bundled_model_dir()), build_model(bundled_model_dir(), lora_rank)
+    tok, model = pair_tokenizer(bundled_model_dir()), build_model(bundled_model_dir(), lora_rank, layers)
     trainable = [p for p in model.bert.parameters() if p.requires_grad]
     opt = torch.optim.AdamW([{"params": trainable, "lr": lr}, {"params": model.head.parameters(), "lr": head_lr}],
                             weight_decay=0.01)

@@ -32,11 +32,13 @@ def model_dir():
     return bundled_model_dir()
 
 
-def test_saved_adapters_score_as_the_trained_model(tmp_path, model_dir):
+@pytest.mark.parametrize("layers", [None, 2])
+def test_saved_adapters_score_as_the_trained_model(tmp_path, model_dir, layers):
     """Adapters written by save_reader and merged by load_reader give the trained model's logits (to the fp16
-    rounding of the adapters)."""
+    rounding of the adapters); a reader of the first layers only is loaded with as many."""
     torch.manual_seed(0)
-    model = build_model(model_dir, lora_rank=4)
+    model = build_model(model_dir, lora_rank=4, layers=layers)
+    assert len(model.bert.encoder.layer) == (layers or 6)
     with torch.no_grad():
         for p in model.parameters():
             if p.requires_grad:
@@ -51,7 +53,9 @@ def test_saved_adapters_score_as_the_trained_model(tmp_path, model_dir):
                                              [p for _, p in pairs]))).numpy()
     got = np.array([loaded.score(q, [p])[0] for q, p in pairs])
     assert np.allclose(got, want, atol=2e-3), (got, want)
-    assert loaded.fingerprint["adapter_sha256"] == json.loads((tmp_path / META).read_text())["adapter_sha256"]
+    meta = json.loads((tmp_path / META).read_text())
+    assert loaded.fingerprint["adapter_sha256"] == meta["adapter_sha256"]
+    assert meta["layers"] == len(loaded.model.bert.encoder.layer) == (layers or 6)
 
 
 def test_a_full_fine_tune_is_stored_as_its_low_rank_change(tmp_path, model_dir):

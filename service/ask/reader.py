@@ -78,9 +78,10 @@ def as_tensors(batch: dict[str, np.ndarray]) -> dict:
     return {k: torch.from_numpy(v) for k, v in batch.items()}
 
 
-def cross_encoder(model_dir: Path, eager: bool = False):
+def cross_encoder(model_dir: Path, eager: bool = False, layers: int | None = None):
     """BERT from `model_dir` with a linear unit over its mean-pooled output (a torch module). `eager`: attention
-    in the graph pattern ONNX Runtime's BERT fusions recognise (the same arithmetic)."""
+    in the graph pattern ONNX Runtime's BERT fusions recognise (the same arithmetic). `layers`: only the first
+    that many transformer layers (fewer is cheaper: the cost of a pair is about linear in them)."""
     import torch
     from transformers import AutoModel
 
@@ -88,6 +89,9 @@ def cross_encoder(model_dir: Path, eager: bool = False):
         def __init__(self) -> None:
             super().__init__()
             self.bert = AutoModel.from_pretrained(str(model_dir), **({"attn_implementation": "eager"} if eager else {}))
+            if layers is not None and layers < self.bert.config.num_hidden_layers:
+                self.bert.encoder.layer = self.bert.encoder.layer[:layers]
+                self.bert.config.num_hidden_layers = layers
             self.head = torch.nn.Linear(self.bert.config.hidden_size, 1)
 
         def forward(self, input_ids, attention_mask, token_type_ids):  # positional: what the ONNX export traces
@@ -144,7 +148,7 @@ class Reader:
 
     def describe(self) -> dict:
         return {"path": self.path, "runtime": self.runtime,
-                **{k: self.meta.get(k) for k in ("base_model", "lora_rank", "adapter_sha256", "trained_at")},
+                **{k: self.meta.get(k) for k in ("base_model", "layers", "lora_rank", "adapter_sha256", "trained_at")},
                 "trained_on": self.summary()["trained_on"]}
 
 
@@ -177,15 +181,16 @@ def merged_model(reader_dir: Path, model_dir: Path, meta: dict):
     torch model in eval mode."""
     from safetensors.numpy import load_file
 
-    return merge(model_dir, load_file(str(reader_dir / WEIGHTS)), float(meta["lora_alpha"]) / int(meta["lora_rank"]))
+    return merge(model_dir, load_file(str(reader_dir / WEIGHTS)), float(meta["lora_alpha"]) / int(meta["lora_rank"]),
+                 layers=meta.get("layers"))
 
 
-def merge(model_dir: Path, tensors: dict[str, np.ndarray], scale: float):
-    """The base BERT of `model_dir` with each adapter pair of `tensors` merged (W += scale · B·A) and their linear
-    unit: a torch model in eval mode."""
+def merge(model_dir: Path, tensors: dict[str, np.ndarray], scale: float, layers: int | None = None):
+    """The base BERT of `model_dir` (its first `layers` layers) with each adapter pair of `tensors` merged
+    (W += scale · B·A) and their linear unit: a torch model in eval mode."""
     import torch
 
-    model = cross_encoder(model_dir, eager=True)
+    model = cross_encoder(model_dir, eager=True, layers=layers)
     with torch.no_grad():
         for i, layer in enumerate(model.bert.encoder.layer):
             for (path, name), (owner, _) in zip(TARGETS, targets(layer), strict=True):
