@@ -126,6 +126,16 @@ def test_a_reader_that_does_not_check_out_is_refused(tmp_path, model_dir):
     (copy / META).write_text(json.dumps({**meta, "base_sha256": "0" * 64}))
     with pytest.raises(ReaderError, match="other base weights"):
         load_reader(copy, model_dir)
+    for layers in (0, "3", True):
+        (copy / META).write_text(json.dumps({**meta, "layers": layers}))
+        with pytest.raises(ReaderError, match="positive whole number"):
+            load_reader(copy, model_dir)
+    other = 6 if meta["layers"] != 6 else 3  # reader.json says another depth than the adapters were trained at
+    (copy / META).write_text(json.dumps({**meta, "layers": other}))
+    with pytest.raises(ReaderError, match=f"the adapters change {meta['layers']} layers"):
+        load_reader(copy, model_dir, runtime="torch")
+    with pytest.raises(ReaderError, match=f"the adapters change {meta['layers']} layers"):
+        load_reader(copy, model_dir, cache=tmp_path / "cache")  # not an export made for the recorded depth
 
 
 def test_the_shipped_reader_says_what_it_was_trained_on(model_dir):

@@ -172,6 +172,9 @@ def read_reader(reader_dir: Path | None = None, model_dir: Path | None = None) -
         raise ReaderError(f"{reader_dir / META} is not a reader of format {FORMAT}; {hint}")
     if hashlib.sha256(raw).hexdigest() != meta.get("adapter_sha256"):
         raise ReaderError(f"{reader_dir / WEIGHTS} does not match the checksum in {META}; {hint}")
+    layers = meta.get("layers")  # None: every layer of the base (readers written before it was recorded)
+    if layers is not None and (not isinstance(layers, int) or isinstance(layers, bool) or layers < 1):
+        raise ReaderError(f"{reader_dir / META}: `layers` must be a positive whole number, not {layers!r}; {hint}")
     if weights_digest(model_dir) != meta.get("base_sha256"):
         raise ReaderError(f"the reader at {reader_dir} was trained on other base weights than {model_dir}; {hint}")
     return reader_dir, model_dir, meta
@@ -192,6 +195,10 @@ def merge(model_dir: Path, tensors: dict[str, np.ndarray], scale: float, layers:
     import torch
 
     model = cross_encoder(model_dir, eager=True, layers=layers)
+    adapted = {int(k.split(".")[1]) for k in tensors if k.startswith("layer.")}
+    if adapted != set(range(len(model.bert.encoder.layer))):
+        raise ReaderError(f"the adapters change {len(adapted)} layers, the reader is built with "
+                          f"{len(model.bert.encoder.layer)} (`layers` in {META})")
     with torch.no_grad():
         for i, layer in enumerate(model.bert.encoder.layer):
             for (path, name), (owner, _) in zip(TARGETS, targets(layer), strict=True):
@@ -215,7 +222,8 @@ def _recipe() -> dict:
 
 def export_dir(cache: Path, meta: dict) -> Path:
     """Where the export of these adapters with today's recipe lives under `cache`."""
-    recipe = hashlib.sha256(json.dumps(_recipe(), sort_keys=True).encode()).hexdigest()[:8]
+    recipe = hashlib.sha256(json.dumps({**_recipe(), "layers": meta.get("layers")}, sort_keys=True).encode()
+                            ).hexdigest()[:8]
     return Path(cache) / f"reader-{meta['adapter_sha256'][:16]}-{recipe}"
 
 
@@ -226,8 +234,8 @@ def _export_matches(out_dir: Path, meta: dict) -> bool:
         done = json.loads((out_dir / "meta.json").read_text())
     except (OSError, ValueError):
         return False
-    return (done.get("adapter_sha256") == meta["adapter_sha256"] and done.get("recipe") == _recipe()
-            and (out_dir / INT8).is_file())
+    return (done.get("adapter_sha256") == meta["adapter_sha256"] and done.get("layers") == meta.get("layers")
+            and done.get("recipe") == _recipe() and (out_dir / INT8).is_file())
 
 
 def export_reader(out_dir: Path, reader_dir: Path | None = None, model_dir: Path | None = None) -> Path:
@@ -252,7 +260,8 @@ def export_reader(out_dir: Path, reader_dir: Path | None = None, model_dir: Path
             export_graph(model, tuple(sample[k] for k in ("input_ids", "attention_mask", "token_type_ids")),
                          work, "logit", model.bert.config, fuse=False, **QUANTIZE)
         (work / FP32).unlink()  # only the int8 graph is served
-        (work / "meta.json").write_text(json.dumps({"adapter_sha256": meta["adapter_sha256"], "model": INT8,
+        (work / "meta.json").write_text(json.dumps({"adapter_sha256": meta["adapter_sha256"],
+                                                    "layers": meta.get("layers"), "model": INT8,
                                                     "recipe": _recipe(), "torch": torch.__version__}, indent=1))
         try:
             os.rename(work, out_dir)
