@@ -238,13 +238,13 @@ def _export_matches(out_dir: Path, meta: dict) -> bool:
             and done.get("recipe") == _recipe() and (out_dir / INT8).is_file())
 
 
-def export_reader(out_dir: Path, reader_dir: Path | None = None, model_dir: Path | None = None) -> Path:
-    """The merged reader as an int8 ONNX graph in `out_dir` with `meta.json` (adapters, recipe); nothing is
-    done when that export is there. Made in a private directory beside `out_dir` and renamed into place whole,
-    so that processes exporting at once never read each other's half-written files (the first rename wins)."""
+def export_reader(out_dir: Path, reader_dir: Path, model_dir: Path, meta: dict) -> Path:
+    """The merged reader (read_reader's checked directories and `reader.json`) as an int8 ONNX graph in `out_dir`
+    with `meta.json` (adapters, depth, recipe); nothing is done when that export is there. Made in a private
+    directory beside `out_dir` and renamed into place whole, so that processes exporting at once never read
+    each other's half-written files (the first rename wins)."""
     from indexer.onnx_embed import FP32, INT8, export_graph
 
-    reader_dir, model_dir, meta = read_reader(reader_dir, model_dir)
     out_dir = Path(out_dir)
     if _export_matches(out_dir, meta):
         return out_dir
@@ -287,10 +287,11 @@ def load_reader(reader_dir: Path | None = None, model_dir: Path | None = None, t
     `model_dir` (default: the bundled model), and make them ready to score.
 
     runtime "onnx" (what the service and the calibration use): the merged model quantized to int8 (QUANTIZE)
-    on ONNX Runtime, from the export under `cache` (default_cache(); made there when missing, ~17 s here; when the
-    cache cannot be written, in a temporary directory removed once loaded). One pair: 6.1 ms median, 9.7 ms p95
-    on one thread here, against 15 / 27 ms for the fused fp32 graph (README, /v1/ask). Its logits differ a
-    little from fp32's, which is why the calibration is fitted on this runtime. runtime "torch": the merged
+    on ONNX Runtime, from the export under `cache` (default_cache(); made there when missing, 10–12 s here for
+    three layers; when the cache cannot be written, in a temporary directory removed once loaded). One pair on
+    one thread here: 5.2 ms median, 6.6 ms p95 for the served three-layer reader (six layers: 9.4 / 11–13 in
+    the same run; their fused fp32 graph 15 / 27 ms; README, /v1/ask). Its logits differ a little from fp32's,
+    which is why the calibration is fitted on this runtime. runtime "torch": the merged
     model in fp32 (tests; a calibration fitted on ONNX refuses it)."""
     reader_dir, model_dir, meta = read_reader(reader_dir, model_dir)
     tokenizer = pair_tokenizer(model_dir)
@@ -309,12 +310,12 @@ def load_reader(reader_dir: Path | None = None, model_dir: Path | None = None, t
     scratch = None
     try:
         try:
-            export_reader(where, reader_dir, model_dir)
+            export_reader(where, reader_dir, model_dir, meta)
         except PermissionError as e:
             log.warning("cannot write the reader's ONNX export to %s (%s): exporting into a temporary directory",
                         where, e)
             scratch = Path(tempfile.mkdtemp(prefix="reportqa-reader-"))
-            where = export_reader(scratch / "reader", reader_dir, model_dir)
+            where = export_reader(scratch / "reader", reader_dir, model_dir, meta)
         session = new_session(where / INT8, threads or 1)
     except ReaderError:
         raise
