@@ -91,10 +91,10 @@ calibrate-packaged: install
 
 ## reader: retrain /v1/ask's reader (MiniLM's first three layers with rank-8 adapters, service/ask/reader) on report
 ## dev, report-external and the helpers' sets, and the two fold readers calibrate needs, then refit the packaged
-## calibration (~15 min)
+## calibration (~30 min)
 READER_TRAIN := $(BIN)/python -m eval reader --index $(INDEX) --external-dir $(EXTERNAL) --layers 3 --lora 8 --lr 5e-4 \
 	--epochs 5 --neg-per-pos 4 --no-progress
-HELPERS := eval/datasets/helpers-a,eval/datasets/helpers-b
+HELPERS := eval/datasets/helpers-a,eval/datasets/helpers-b,eval/datasets/helpers-c,eval/datasets/helpers-d
 reader: install
 	$(BIN)/python -m indexer ensure --corpus $(CORPUS) --out $(INDEX)
 	$(READER_TRAIN) --train report:dev,$(HELPERS) --score report-external:all --save eval/readers/without-external

@@ -398,7 +398,7 @@ def _parser() -> argparse.ArgumentParser:
     rd = sub.add_parser("reader", help="fit a cross-encoder reader on some question sets and score others "
                                        "(--save: the adapters /v1/ask uses)")
     common(rd)
-    rd.add_argument("--train", default="report:dev,eval/datasets/helpers-a,eval/datasets/helpers-b",
+    rd.add_argument("--train", default="report:dev," + ",".join(f"eval/datasets/helpers-{s}" for s in "abcd"),
                     help="comma list of dataset[:split] to fit on")
     rd.add_argument("--score", default="report-external:all,report:test,report:fresh",
                     help="comma list of dataset[:split] to score")

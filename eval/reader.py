@@ -1,7 +1,7 @@
 """Train /v1/ask's reader (service.ask.reader): a cross-encoder from the bundled MiniLM weights scoring "this
 sentence answers this question", fitted on some authors' questions and scored on others.
 
-    python -m eval reader --train report:dev,eval/datasets/helpers-a,eval/datasets/helpers-b \\
+    python -m eval reader --train report:dev,eval/datasets/helpers-a,eval/datasets/helpers-b,... \\
         --score report-external:all --layers 3 --lora 8 --lr 5e-4 [--save DIR]
     make reader      # the served reader, the two fold readers calibrate needs, then the packaged calibration
 
