@@ -198,14 +198,14 @@ def cmd_reader(args) -> int:
         training = training[: args.limit]
     tok, model = train(training, epochs=args.epochs, lr=args.lr, neg_per_pos=args.neg_per_pos, seed=args.seed,
                        lora_rank=args.lora, threads=args.threads or 2, layers=args.layers)
-    trained = model
+    trained, delta = model, None
     if args.compress_rank:  # score what --save ships: the change cut to its rank, fp16
         from eval.reader import low_rank_delta
         from indexer.embed import bundled_model_dir
         from service.ask.reader import merge
 
-        model = merge(bundled_model_dir(), low_rank_delta(trained, bundled_model_dir(), args.compress_rank), 1.0,
-                      layers=args.layers)
+        delta = low_rank_delta(trained, bundled_model_dir(), args.compress_rank)
+        model = merge(bundled_model_dir(), delta, 1.0, layers=args.layers)
     minutes = (time.perf_counter() - t0) / 60
     trained_on = {f"{d.name}/{d.split}" for d in fit_on}
     out = {"trained_on": sorted(trained_on), "training_minutes": round(minutes, 2), "epochs": args.epochs,
@@ -237,7 +237,7 @@ def cmd_reader(args) -> int:
                 "candidates": {"per_question": TOP_CANDIDATES, "sentence_weights": answerer.sentence_weights},
                 "figures": out["sets"]}
         out["saved"] = str(save_reader(args.save, trained, args.lora, bundled_model_dir(), info,
-                                       compress_rank=args.compress_rank))
+                                       compress_rank=args.compress_rank, delta=delta))
     print(json.dumps(out, indent=1))
     return 0
 

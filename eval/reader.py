@@ -146,10 +146,12 @@ def low_rank_delta(model, model_dir, rank: int) -> dict[str, np.ndarray]:
     return out
 
 
-def save_reader(out_dir, model, lora_rank: int | None, model_dir, info: dict, compress_rank: int | None = None):
+def save_reader(out_dir, model, lora_rank: int | None, model_dir, info: dict, compress_rank: int | None = None,
+                delta: dict[str, np.ndarray] | None = None):
     """Write the adapters and `reader.json` (with `info`: what it was trained on and how) to `out_dir`, in the
     format service.ask.reader.read_reader checks. `model` has rank-`lora_rank` adapters (build_model), or, with
-    `compress_rank`, was fully fine-tuned and is stored as its rank-`compress_rank` change (low_rank_delta)."""
+    `compress_rank`, was fully fine-tuned and is stored as its rank-`compress_rank` change (`delta` when the
+    caller has computed it already, else low_rank_delta here)."""
     import hashlib
     import json
     from pathlib import Path
@@ -164,7 +166,7 @@ def save_reader(out_dir, model, lora_rank: int | None, model_dir, info: dict, co
     tmp = out_dir / f".{WEIGHTS}.tmp"
     if compress_rank:
         lora_rank, alpha = compress_rank, float(compress_rank)
-        save_file(low_rank_delta(model, model_dir, compress_rank), str(tmp))
+        save_file(delta if delta is not None else low_rank_delta(model, model_dir, compress_rank), str(tmp))
     else:
         alpha = LORA_ALPHA
         save_file(adapter_tensors(model), str(tmp))

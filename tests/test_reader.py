@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from eval.reader import build_model, save_reader
+from eval.reader import build_model, low_rank_delta, save_reader
 from service.ask.reader import (
     META,
     PACKAGED_DIR,
@@ -82,6 +82,10 @@ def test_a_full_fine_tune_is_stored_as_its_low_rank_change(tmp_path, model_dir):
         want = model(**as_tensors(encode_pairs(pair_tokenizer(model_dir), questions, passages))).numpy()
     got = np.array([loaded.score(q, [p])[0] for q, p in zip(questions, passages, strict=True)])
     assert np.allclose(got, want, atol=5e-3), (got, want)
+    # the change the trainer already computed to score it is what is written (no second SVD, same bytes)
+    save_reader(tmp_path / "given", model, None, model_dir, {"trained_on": []}, compress_rank=4,
+                delta=low_rank_delta(model, model_dir, 4))
+    assert (tmp_path / "given" / WEIGHTS).read_bytes() == (tmp_path / WEIGHTS).read_bytes()
     save_reader(tmp_path / "r1", model, None, model_dir, {"trained_on": []}, compress_rank=1)  # loses a part
     cut = load_reader(tmp_path / "r1", model_dir, runtime="torch")
     assert not np.allclose([cut.score(q, [p])[0] for q, p in zip(questions, passages, strict=True)], want, atol=5e-3)
