@@ -210,20 +210,20 @@ def merge(model_dir: Path, tensors: dict[str, np.ndarray], scale: float, layers:
     return model.eval()
 
 
-def _recipe() -> dict:
-    """Everything that decides the exported graph besides the adapters (a change makes a new export)."""
+def _recipe(meta: dict) -> dict:
+    """Everything that decides the exported graph besides the adapters' values (a change makes a new export):
+    the reader's depth and how it is exported."""
     from importlib.metadata import version
 
     from indexer.onnx_embed import OPSET
 
-    return {"runtime": RUNTIME, "quantize": QUANTIZE, "max_pieces": MAX_PIECES, "opset": OPSET,
-            "onnxruntime": version("onnxruntime")}
+    return {"layers": meta.get("layers"), "runtime": RUNTIME, "quantize": QUANTIZE, "max_pieces": MAX_PIECES,
+            "opset": OPSET, "onnxruntime": version("onnxruntime")}
 
 
 def export_dir(cache: Path, meta: dict) -> Path:
     """Where the export of these adapters with today's recipe lives under `cache`."""
-    recipe = hashlib.sha256(json.dumps({**_recipe(), "layers": meta.get("layers")}, sort_keys=True).encode()
-                            ).hexdigest()[:8]
+    recipe = hashlib.sha256(json.dumps(_recipe(meta), sort_keys=True).encode()).hexdigest()[:8]
     return Path(cache) / f"reader-{meta['adapter_sha256'][:16]}-{recipe}"
 
 
@@ -234,8 +234,8 @@ def _export_matches(out_dir: Path, meta: dict) -> bool:
         done = json.loads((out_dir / "meta.json").read_text())
     except (OSError, ValueError):
         return False
-    return (done.get("adapter_sha256") == meta["adapter_sha256"] and done.get("layers") == meta.get("layers")
-            and done.get("recipe") == _recipe() and (out_dir / INT8).is_file())
+    return (done.get("adapter_sha256") == meta["adapter_sha256"] and done.get("recipe") == _recipe(meta)
+            and (out_dir / INT8).is_file())
 
 
 def export_reader(out_dir: Path, reader_dir: Path, model_dir: Path, meta: dict) -> Path:
@@ -260,9 +260,8 @@ def export_reader(out_dir: Path, reader_dir: Path, model_dir: Path, meta: dict) 
             export_graph(model, tuple(sample[k] for k in ("input_ids", "attention_mask", "token_type_ids")),
                          work, "logit", model.bert.config, fuse=False, **QUANTIZE)
         (work / FP32).unlink()  # only the int8 graph is served
-        (work / "meta.json").write_text(json.dumps({"adapter_sha256": meta["adapter_sha256"],
-                                                    "layers": meta.get("layers"), "model": INT8,
-                                                    "recipe": _recipe(), "torch": torch.__version__}, indent=1))
+        (work / "meta.json").write_text(json.dumps({"adapter_sha256": meta["adapter_sha256"], "model": INT8,
+                                                    "recipe": _recipe(meta), "torch": torch.__version__}, indent=1))
         try:
             os.rename(work, out_dir)
         except OSError:
