@@ -14,11 +14,12 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: serve test install install-test system-test-deps index eval eval-external eval-url calibrate \
-	calibrate-packaged reader scifact bench bench-scale overload lint compose-check k8s-check failover-test bench-http \
+	calibrate-packaged reader query-adapter scifact bench bench-scale overload lint compose-check k8s-check failover-test bench-http \
 	worker-memory clean
 
 ## serve: create .venv, install, build the index from corpus/ if there is none (or it is stale), export the
-## ONNX encoder and /v1/ask's reader if they are missing, serve on HOST:PORT
+## ONNX query encoder (the model with the query adapter merged in) and /v1/ask's reader if they are missing, serve
+## on HOST:PORT
 serve: install
 	$(BIN)/python -m indexer ensure --corpus $(CORPUS) --out $(INDEX)
 	$(BIN)/python -m indexer export-onnx --out $(INDEX)
@@ -101,6 +102,14 @@ reader: install
 	$(READER_TRAIN) --train report-external:all,$(HELPERS) --score report:dev --save eval/readers/without-dev
 	$(READER_TRAIN) --train report:dev,report-external:all,$(HELPERS) --score report:test,report:fresh \
 		--save service/ask/reader
+	$(MAKE) calibrate-packaged
+
+## query-adapter: retrain the query adapter (indexer/query_adapter: the model fine-tuned on questions only, against
+## the index's fixed vectors, on the four helper sets; about 2 min), then refit the packaged calibration
+query-adapter: install
+	$(BIN)/python -m indexer ensure --corpus $(CORPUS) --out $(INDEX)
+	$(BIN)/python -m eval query-adapter --index $(INDEX) --external-dir $(EXTERNAL) --rank 64 --no-progress \
+		--save indexer/query_adapter
 	$(MAKE) calibrate-packaged
 
 ## scifact: reproduce the published SciFact numbers, then our pipeline (tens of minutes on 2 cores: it embeds

@@ -8,7 +8,7 @@ import json
 import logging
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from eval.calibrate import MAX_FALSE_ABSTENTION
@@ -93,7 +93,12 @@ def _targets(args, dataset: Dataset, modes: list[str]):
         index_dir = args.index
         if not has_index(index_dir):
             index_dir = cached_index(args.corpus, args.cache, "report", embedder)
-    main = InProcessTarget(index_dir, embedder=embedder, fusion=fusion, calibration=getattr(args, "calibration", None))
+    questions = _query_embedder(args, dataset, embedder)
+    if args.alpha is None:  # the service's default for this query encoder
+        from service.retrieval import default_alpha
+
+        fusion = replace(fusion, alpha=default_alpha(questions))
+    main = InProcessTarget(index_dir, embedder=questions, fusion=fusion, calibration=getattr(args, "calibration", None))
     targets = {m: main for m in modes if m != "naive"}
     if "naive" in modes:
         naive_cfg = ChunkingConfig(max_pieces=embedder.max_pieces, strategy="paragraph", headings_in_embedding=False)
@@ -101,6 +106,21 @@ def _targets(args, dataset: Dataset, modes: list[str]):
         targets["naive"] = InProcessTarget(cached_index(corpus, args.cache, f"{dataset.name}-naive", embedder,
                                                         naive_cfg), embedder=embedder)
     return targets
+
+
+def _query_embedder(args, dataset: Dataset, embedder):
+    """What the questions are encoded with: `embedder` (the base model, which built the index) with the query
+    adapter --query-adapter names merged in; by default the packaged one for the report's question sets and none
+    for a BEIR corpus (the adapter is fitted to the report's passages; README, *Query adapter*)."""
+    from indexer.embed import SentenceTransformerEmbedder
+    from indexer.query_adapter import fingerprint, query_model_dir, resolve
+
+    setting = getattr(args, "query_adapter", None) or ("none" if dataset.corpus_file is not None else "packaged")
+    found = resolve(setting)
+    if found is None:
+        return embedder
+    model_dir = query_model_dir(args.cache / "encoders", found[0])
+    return SentenceTransformerEmbedder(model_dir, threads=args.threads, query_adapter=fingerprint(found[1]))
 
 
 def _resolve_sections(args, dataset: Dataset, targets: dict) -> None:
@@ -242,6 +262,57 @@ def cmd_reader(args) -> int:
     return 0
 
 
+def cmd_query_adapter(args) -> int:
+    """Fit the query adapter on some question sets, score others (dense sentence@1 / passage@1 per set)."""
+    import numpy as np
+
+    from eval.query_adapter import dense_figures, low_rank_change, merged_model, save_adapter, train, training_items
+    from indexer.embed import bundled_model_dir
+
+    fit_on, scored = _datasets(args.train, args.external_dir), _datasets(args.score, args.external_dir)
+    kept = [f"{d.name}:{d.split}" for d in fit_on if (d.name, d.split) in HELD_OUT | TUNING]
+    if kept:
+        print(f"error: the query adapter never trains on the tuning or reported sets ({', '.join(kept)}): they must "
+              "stay questions it has not seen", file=sys.stderr)
+        return 2
+    args.alpha, args.fusion, args.url, args.query_adapter = None, None, None, "none"
+    retriever = _targets(args, fit_on[0], ["hybrid"])["hybrid"].retriever  # the index's fixed vectors
+    sentences = np.asarray(retriever.sentence_vectors, dtype=np.float32)
+    chunks = np.asarray(retriever.store.fetch(np.arange(len(retriever.chunks))), dtype=np.float32)
+    base = bundled_model_dir()
+    items = training_items(fit_on, retriever)
+    t0 = time.perf_counter()
+    model = train(items, sentences, chunks, base, epochs=args.epochs, lr=args.lr, scale=args.scale, seed=args.seed,
+                  progress=not args.no_progress)
+    minutes = round((time.perf_counter() - t0) / 60, 2)
+    change = low_rank_change(model, base, args.rank)
+    shipped = merged_model(base, change)
+    plain = merged_model(base, {})
+    out = {"trained_on": [f"{d.name}/{d.split}" for d in fit_on], "questions": len(items),
+           "training_minutes": minutes, "sets": {}}
+    print("| set | questions | sentence@1 plain | with the change | as saved | passage@1 plain | with the change "
+          "| as saved |")
+    print("|---|---|---|---|---|---|---|---|")
+    for d in scored:
+        its = training_items([d], retriever)
+        f = [dense_figures(m, its, sentences, chunks) for m in (plain, model, shipped)]
+        out["sets"][f"{d.name}/{d.split}"] = {"plain": f[0], "trained": f[1], "saved": f[2]}
+        print(f"| {d.name}/{d.split} | {len(its)} | " + " | ".join(
+            f"{x[k]:.3f}" for k in ("sentence@1", "passage@1") for x in f) + " |")
+    if args.save:
+        info = {"trained_on": [d.describe() for d in fit_on],
+                "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "training": {"epochs": args.epochs, "lr": args.lr, "scale": args.scale, "seed": args.seed,
+                             "questions": len(items), "training_minutes": minutes,
+                             "method": f"every weight fine-tuned on questions against the index's fixed sentence "
+                                       f"and passage vectors; the change stored at rank {args.rank} (SVD)"},
+                "index": {"version": retriever.index.version, "chunker": retriever.index.manifest.get("chunker")},
+                "figures": out["sets"]}
+        out["saved"] = str(save_adapter(args.save, change, args.rank, base, info))
+    print(json.dumps(out, indent=1))
+    return 0
+
+
 def cmd_tune(args) -> int:
     """Grid over fusion settings on a tuning split; prints the table and the best setting."""
     from eval.runner import evaluate_mode
@@ -274,6 +345,8 @@ def cmd_tune(args) -> int:
 
 FOLD_READERS = Path(__file__).resolve().parent / "readers"  # readers trained without one tuning set each
 HELD_OUT = {("report", "test"), ("report", "fresh"), ("report-external", "keywords")}
+TUNING = {("report", "dev"), ("report-external", "all"), ("report-external", "answerable"),
+          ("report-external", "unanswerable")}
 
 
 def cmd_calibrate(args) -> int:
@@ -301,7 +374,8 @@ def cmd_calibrate(args) -> int:
     args.alpha, args.fusion, args.url = None, None, None
     target = _targets(args, datasets[0], ["hybrid"])["hybrid"]
     answerer = Answerer(target.retriever, None, reader)  # its own, uncalibrated: analysis only
-    fitted_for = {**index_fingerprint(target.retriever.index.manifest), "reader": reader.fingerprint}
+    fitted_for = {**index_fingerprint(target.retriever.index.manifest), "reader": reader.fingerprint,
+                  "query_adapter": getattr(target.retriever.embedder, "query_adapter", None)}
     out = calibrate(datasets, answerer, fitted_for, progress=not args.no_progress,
                     max_false=args.max_false_abstention, readers=readers)
     path = args.write or Settings().calibration or target.index_dir / "calibration.json"
@@ -360,6 +434,9 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where built eval indexes are kept")
         sp.add_argument("--target-tokens", type=int, default=None, help="build with this chunk size instead")
         sp.add_argument("--threads", type=int, default=None)
+        sp.add_argument("--query-adapter", default=None,
+                        help="encode questions with this query adapter: packaged, a directory, or none (default: "
+                             "packaged for the report's question sets, none for a BEIR corpus)")
         sp.add_argument("--no-progress", action="store_true")
 
     r = sub.add_parser("run", help="evaluate modes and write "
@@ -414,6 +491,20 @@ def _parser() -> argparse.ArgumentParser:
     rd.add_argument("--limit", type=int, default=None, help="fit on the first N questions only (a quick check)")
     rd.add_argument("--save", type=Path, default=None,
                     help="write the adapters and reader.json here (with --lora; the service's: service/ask/reader)")
+    qa = sub.add_parser("query-adapter", help="fit the query adapter (questions only) on some question sets and "
+                                              "score others (--save: the one the service uses)")
+    common(qa)
+    qa.add_argument("--train", default=",".join(f"eval/datasets/helpers-{s}" for s in "abcd"),
+                    help="comma list of dataset[:split] to fit on (never the tuning or reported sets)")
+    qa.add_argument("--score", default="report:dev,report-external:all,report:test,report:fresh",
+                    help="comma list of dataset[:split] to score")
+    qa.add_argument("--epochs", type=int, default=3)
+    qa.add_argument("--lr", type=float, default=2e-5)
+    qa.add_argument("--scale", type=float, default=20.0, help="cosines are multiplied by this in the softmax")
+    qa.add_argument("--rank", type=int, default=64, help="rank of the change as saved")
+    qa.add_argument("--seed", type=int, default=0)
+    qa.add_argument("--save", type=Path, default=None,
+                    help="write the adapter and query_adapter.json here (the service's: indexer/query_adapter)")
     rp = sub.add_parser("reproduce", help="published BM25 and MTEB dense protocols on a BEIR data set")
     common(rp)
     b = sub.add_parser("bench", help="index build seconds, search/ask latency percentiles, memory")
@@ -442,7 +533,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return {"run": cmd_run, "tune": cmd_tune, "calibrate": cmd_calibrate, "bench": cmd_bench,
-                "reproduce": cmd_reproduce, "reader": cmd_reader}[args.command](args)
+                "reproduce": cmd_reproduce, "reader": cmd_reader,
+                "query-adapter": cmd_query_adapter}[args.command](args)
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

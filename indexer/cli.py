@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -49,11 +50,15 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, default=Path("index"))
     r.add_argument("--to", default=None, help="the version to serve (default: the newest one older than CURRENT)")
     add_backend_args(r)  # qdrant: the alias moves to the collection of that version too
-    x = sub.add_parser("export-onnx", help="export the embedding model to ONNX (fp32 and int8) for "
-                                           "REPORTQA_ENCODER=onnx|onnx-int8; nothing is done if it is up to date")
+    x = sub.add_parser("export-onnx", help="export the query encoder (the embedding model with the query adapter "
+                                           "merged in) to ONNX (fp32 and int8) for REPORTQA_ENCODER=onnx|onnx-int8; "
+                                           "nothing is done if it is up to date")
     x.add_argument("--out", type=Path, default=Path("index"), help="index root (writes <out>/encoders/onnx)")
     x.add_argument("--to", type=Path, default=None, help="write to this directory instead")
     x.add_argument("--model-dir", type=Path, default=None, help="model directory (default: the bundled one)")
+    x.add_argument("--query-adapter", default=os.environ.get("REPORTQA_QUERY_ADAPTER", "packaged"),
+                   help="packaged (default; REPORTQA_QUERY_ADAPTER), a directory, or none (the plain model): what the "
+                        "service encodes questions with (indexer.query_adapter)")
     q = sub.add_parser("qdrant-publish", help="write an index version to Qdrant as a collection and point the "
                                               "alias at it (an existing complete collection is reused)")
     q.add_argument("--out", type=Path, default=Path("index"))
@@ -71,10 +76,16 @@ def _export_onnx(args: argparse.Namespace) -> int:
 
     warnings.filterwarnings("ignore")  # torch's exporter explains its tracing at length
 
+    from indexer.query_adapter import QueryAdapterError, query_model_dir, resolve
+
     target = args.to or args.out / "encoders" / "onnx"
     try:
-        export_onnx(target, args.model_dir)
-    except (OSError, ValueError) as e:
+        model_dir = args.model_dir
+        found = resolve(args.query_adapter, model_dir)
+        if found is not None:  # the base weights with the adapter merged in, kept beside the export
+            model_dir = query_model_dir(args.out / "encoders", found[0], model_dir)
+        export_onnx(target, model_dir)
+    except (OSError, ValueError, QueryAdapterError) as e:
         print(f"error: cannot export the model to ONNX: {e}", file=sys.stderr)
         return EXIT_MODEL
     print(f"ONNX model in {target}")

@@ -20,6 +20,8 @@ class Embedder(Protocol):
     name: str
     dim: int
     max_pieces: int
+    # the query adapter's fingerprint (indexer.query_adapter) when this encodes questions with one, else None
+    query_adapter: dict | None
 
     def encode(self, texts: list[str], batch_size: int = 32, progress: bool = False) -> np.ndarray:
         """Unit-normalized float32 vectors, one row per text."""
@@ -39,7 +41,7 @@ class SentenceTransformerEmbedder:
     """all-MiniLM-L6-v2 (or another local sentence-transformers model) on the CPU, never downloading."""
 
     def __init__(self, model_dir: str | Path | None = None, threads: int | None = None,
-                 name: str = DEFAULT_MODEL_NAME) -> None:
+                 name: str = DEFAULT_MODEL_NAME, query_adapter: dict | None = None) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -53,6 +55,7 @@ class SentenceTransformerEmbedder:
             raise FileNotFoundError(f"no sentence-transformers model at {path}")
         self.model = SentenceTransformer(str(path), device="cpu")
         self.name = name
+        self.query_adapter = query_adapter  # model_dir holds the base weights with this adapter merged in
         self.dim = int(self.model.get_embedding_dimension())
         self.max_pieces = int(self.model.max_seq_length)
         self._tokenizer = self.model.tokenizer
@@ -78,6 +81,8 @@ class FakeEmbedder:
 
     For tests that need no real model. Word pieces are approximated as words + 2 special tokens.
     """
+
+    query_adapter = None
 
     def __init__(self, dim: int = 64, max_pieces: int = 256, name: str = "fake-hash-embedder") -> None:
         self.name = name

@@ -165,22 +165,25 @@ def padded_tokenizer(model_dir: Path, max_pieces: int):
     return tok
 
 
-def onnx_export_ready(onnx_dir: Path, name: str = DEFAULT_MODEL_NAME) -> bool:
+def onnx_export_ready(onnx_dir: Path, name: str = DEFAULT_MODEL_NAME, source_sha256: str | None = None) -> bool:
     """Whether `onnx_dir` holds an export of the model `name` (fp32 and int8; the fused file is used when
-    there, an older export without it still serves)."""
+    there, an older export without it still serves), made from the weights with checksum `source_sha256` when
+    given (weights_digest: e.g. the base model with a query adapter merged in)."""
     onnx_dir = Path(onnx_dir)
     try:
         meta = json.loads((onnx_dir / META).read_text())
     except (OSError, ValueError):
         return False
-    return meta.get("model") == name and (onnx_dir / FP32).is_file() and (onnx_dir / INT8).is_file()
+    return (meta.get("model") == name and (source_sha256 is None or meta.get("source_sha256") == source_sha256)
+            and (onnx_dir / FP32).is_file() and (onnx_dir / INT8).is_file())
 
 
 class OnnxEmbedder:
     """all-MiniLM-L6-v2 on ONNX Runtime (fp32, fused when the export has it; or `int8=True`)."""
 
     def __init__(self, onnx_dir: Path, model_dir: Path | None = None, threads: int | None = None,
-                 name: str = DEFAULT_MODEL_NAME, int8: bool = False) -> None:
+                 name: str = DEFAULT_MODEL_NAME, int8: bool = False, source_sha256: str | None = None,
+                 query_adapter: dict | None = None) -> None:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no rayon pool for encode_batch
         from tokenizers import Tokenizer
 
@@ -192,11 +195,15 @@ class OnnxEmbedder:
         meta = json.loads((onnx_dir / META).read_text())
         if meta.get("model") != name:
             raise OnnxModelMissing(f"the ONNX model at {path} is {meta.get('model')!r}, not {name!r}; {hint}")
+        if source_sha256 is not None and meta.get("source_sha256") != source_sha256:
+            raise OnnxModelMissing(f"the ONNX model at {path} was exported from other weights than the query "
+                                   f"encoder's (a query adapter added, changed or removed since); {hint}")
         if not int8 and (onnx_dir / FUSED).is_file():
             path = onnx_dir / FUSED
         elif not int8:
             log.info("no fused model in %s (an older export); using %s. %s to make one", onnx_dir, FP32, hint)
         self.name = name
+        self.query_adapter = query_adapter  # the weights exported hold this query adapter (None: the plain model)
         self.dim = int(meta["dim"])
         self.max_pieces = int(meta.get("max_pieces", 256))
         self.kind = "onnx-int8" if int8 else "onnx"

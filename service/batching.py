@@ -34,6 +34,7 @@ class MicroBatcher:
             raise ValueError("max_batch must be at least 1 and max_wait_ms at least 0")
         self.inner = embedder
         self.name, self.dim, self.max_pieces = embedder.name, embedder.dim, embedder.max_pieces
+        self.query_adapter = getattr(embedder, "query_adapter", None)
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
         self.batches: list[int] = []  # sizes of the last batches (bounded), for tests and the curious
         self._queue: queue.SimpleQueue[tuple[str, Future] | None] = queue.SimpleQueue()

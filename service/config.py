@@ -30,10 +30,15 @@ class Settings(BaseSettings):
     batch_max: int = Field(16, ge=1, le=256, description="torch encoder: most queries encoded in one batch")
     onnx_dir: Path | None = Field(None, description="exported ONNX model (python -m indexer export-onnx); "
                                                     "default: <index_dir>/encoders/onnx")
+    query_adapter: str = Field("packaged", description="questions are encoded with this query adapter "
+                               "(indexer.query_adapter, fitted to the report's passages): packaged (the one shipped "
+                               "with the code), a directory (python -m eval query-adapter --save), or none (the "
+                               "plain model, e.g. for another corpus; it needs a calibration fitted without one)")
     max_query_chars: int = Field(1000, ge=10, description="longest query or question accepted (characters)")
     max_history_turns: int = Field(10, ge=0, description="most earlier turns /v1/ask accepts")
     max_history_chars: int = Field(4000, ge=0, description="most characters in all earlier turns together")
-    fusion_alpha: float = Field(0.5, ge=0.0, le=1.0, description="hybrid: weight of the dense score")
+    fusion_alpha: float | None = Field(None, ge=0.0, le=1.0, description="hybrid: weight of the dense score; "
+                                       "default 0.7 with a query adapter, 0.5 without (service.retrieval)")
     sentence_weight: float = Field(0.5, ge=0.0, le=1.0, description="dense: weight of the best sentence")
     verify_checksums: bool = Field(True, description="check every index file against the manifest at load")
     calibration: Path | None = Field(None, description="/v1/ask's calibration file; default: calibration.json "

@@ -34,7 +34,7 @@ from service.ask.reader import Reader, load_reader
 from service.backends import make_backend
 from service.batching import MicroBatcher
 from service.config import Settings
-from service.retrieval import MODES, FusionConfig, Retriever
+from service.retrieval import MODES, FusionConfig, Retriever, default_alpha
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,25 @@ def probe(snapshot: Snapshot, n: int) -> None:
                                  f"({type(e).__name__}: {e}); {hint}") from e
 
 
+def query_encoder(s: Settings) -> tuple[Path, dict | None]:
+    """(the model directory questions are encoded with, the query adapter's fingerprint or None): the base model
+    (REPORTQA_MODEL_DIR, else bundled), with the query adapter REPORTQA_QUERY_ADAPTER names merged in
+    (indexer.query_adapter; made once under <index_dir>/encoders)."""
+    from indexer.embed import bundled_model_dir
+    from indexer.query_adapter import QueryAdapterError, fingerprint, query_model_dir, resolve
+
+    base = Path(s.model_dir) if s.model_dir else bundled_model_dir()
+    try:
+        found = resolve(s.query_adapter, base)
+        if found is None:
+            return base, None
+        adapter_dir, meta = found
+        return query_model_dir(s.index_dir / "encoders", adapter_dir, base), fingerprint(meta)
+    except (QueryAdapterError, OSError) as e:
+        raise IndexLoadError(f"cannot load the query adapter ({s.query_adapter}): {e}; REPORTQA_QUERY_ADAPTER=none "
+                             "serves the plain model") from e
+
+
 class Resources:
     """The app's serving state: settings, the embedder, the current snapshot, and why it is not ready."""
 
@@ -114,17 +133,22 @@ class Resources:
     def _embedder(self) -> Embedder:
         if self.embedder is None:  # once per process; reloads reuse it
             s = self.settings
+            model_dir, adapter = query_encoder(s)
+            from indexer.onnx_embed import weights_digest
+
+            digest = weights_digest(model_dir)  # the ONNX export must be of these weights
             kind = s.encoder
             if kind == "auto":
                 from indexer.onnx_embed import onnx_export_ready
 
-                kind = "onnx" if onnx_export_ready(s.onnx_path(), s.model_name) else "torch"
+                kind = "onnx" if onnx_export_ready(s.onnx_path(), s.model_name, digest) else "torch"
                 if kind == "torch":
-                    self.encoder_note = (f"no ONNX export at {s.onnx_path()} (python -m indexer export-onnx): "
-                                         "encoding with torch")
+                    self.encoder_note = (f"no ONNX export of the query encoder at {s.onnx_path()} (python -m "
+                                         "indexer export-onnx): encoding with torch")
                     log.warning(self.encoder_note)
             if kind == "torch":
-                torch_encoder = SentenceTransformerEmbedder(s.model_dir, threads=s.torch_threads, name=s.model_name)
+                torch_encoder = SentenceTransformerEmbedder(model_dir, threads=s.torch_threads, name=s.model_name,
+                                                            query_adapter=adapter)
                 # one query costs ~12 ms alone and ~6 ms inside a batch: concurrent requests' queries share calls
                 self.embedder = (MicroBatcher(torch_encoder, max_batch=s.batch_max, max_wait_ms=s.batch_wait_ms)
                                  if s.batch_wait_ms > 0 else torch_encoder)
@@ -132,8 +156,9 @@ class Resources:
                 from indexer.onnx_embed import OnnxEmbedder, OnnxModelMissing
 
                 try:
-                    self.embedder = OnnxEmbedder(s.onnx_path(), s.model_dir, threads=s.onnx_threads,
-                                                 name=s.model_name, int8=kind == "onnx-int8")
+                    self.embedder = OnnxEmbedder(s.onnx_path(), model_dir, threads=s.onnx_threads,
+                                                 name=s.model_name, int8=kind == "onnx-int8", source_sha256=digest,
+                                                 query_adapter=adapter)
                 except OnnxModelMissing as e:
                     raise IndexLoadError(str(e)) from e
             self.encoder_kind = kind
@@ -151,7 +176,8 @@ class Resources:
         if self.backend is not None:  # Qdrant: the version whose collection the alias names
             path = self.backend.version_path(path)
         index = load_index(path, model_name=embedder.name, dim=embedder.dim, verify=s.verify_checksums)
-        fusion = FusionConfig(alpha=s.fusion_alpha, sentence_weight=s.sentence_weight)
+        alpha = s.fusion_alpha if s.fusion_alpha is not None else default_alpha(embedder)
+        fusion = FusionConfig(alpha=alpha, sentence_weight=s.sentence_weight)
         retriever = Retriever(index, embedder, fusion, cache_size=s.cache_size,
                               store=self.backend.store(index) if self.backend is not None else None)
         snapshot = Snapshot(settings=s, embedder=embedder, index=index, retriever=retriever,

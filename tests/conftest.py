@@ -39,6 +39,24 @@ def real_embedder():
 
 
 @pytest.fixture(scope="session")
+def query_model(tmp_path_factory) -> Path:
+    """The bundled model with the packaged query adapter merged in (indexer.query_adapter), as a model directory."""
+    from indexer.query_adapter import query_model_dir
+
+    return query_model_dir(tmp_path_factory.mktemp("encoders"))
+
+
+@pytest.fixture(scope="session")
+def query_embedder(query_model):
+    """What the service encodes questions with (the query model on torch). Indexes are built with real_embedder,
+    the plain model."""
+    from indexer.embed import SentenceTransformerEmbedder
+    from indexer.query_adapter import fingerprint, read_adapter
+
+    return SentenceTransformerEmbedder(query_model, threads=2, query_adapter=fingerprint(read_adapter()[1]))
+
+
+@pytest.fixture(scope="session")
 def counters(real_embedder):
     from indexer.chunking import Counters
     from indexer.tokens import count_tokens
@@ -100,8 +118,8 @@ def make_client(index_dir: Path, embedder, **settings):
 
 
 @pytest.fixture(scope="session")
-def client(real_index, real_embedder):
-    with make_client(real_index, real_embedder) as c:
+def client(real_index, query_embedder):
+    with make_client(real_index, query_embedder) as c:
         yield c
 
 

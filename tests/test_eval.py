@@ -120,9 +120,9 @@ def _gate(name: str, metrics: dict, floors: dict) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["report/test", pytest.param("report-external/all", marks=needs_external),
                                   pytest.param("report-external/keywords", marks=needs_external)])
-def test_quality_gate(name, real_index, real_embedder, report_chunks):
+def test_quality_gate(name, real_index, query_embedder, report_chunks):
     """Hybrid retrieval and /v1/ask must stay inside eval/floors.json on our test split and another author's set."""
-    target = InProcessTarget(real_index, embedder=real_embedder)
+    target = InProcessTarget(real_index, embedder=query_embedder)
     dataset, split = name.split("/")
     ds = load_dataset(dataset, split)
     resolve_sections(ds, [(c["section"], c["anchor"]) for c in target.retriever.chunks])
@@ -136,21 +136,21 @@ def test_quality_gate(name, real_index, real_embedder, report_chunks):
 
 
 @pytest.mark.slow
-def test_http_target_gives_identical_numbers(client, real_index, real_embedder):
+def test_http_target_gives_identical_numbers(client, real_index, query_embedder):
     ds = load_report_set("dev")
     ds.queries = ds.queries[:15]
-    local = evaluate_mode(ds, InProcessTarget(real_index, embedder=real_embedder), "hybrid", progress=False)
+    local = evaluate_mode(ds, InProcessTarget(real_index, embedder=query_embedder), "hybrid", progress=False)
     remote = evaluate_mode(ds, HttpTarget("http://testserver", client=client), "hybrid", progress=False)
     strip = ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms")
     assert {k: v for k, v in local.metrics.items() if k not in strip} == \
         {k: v for k, v in remote.metrics.items() if k not in strip}
     ds.queries = ds.queries[:8] + [q for q in ds.queries if not q.answerable][:2]
-    local = evaluate_ask(ds, InProcessTarget(real_index, embedder=real_embedder), progress=False)
+    local = evaluate_ask(ds, InProcessTarget(real_index, embedder=query_embedder), progress=False)
     remote = evaluate_ask(ds, HttpTarget("http://testserver", client=client), progress=False)
     assert [(r["confidence"], r["abstained"], r["answer"]) for r in local.per_query] == \
         [(r["confidence"], r["abstained"], r["answer"]) for r in remote.per_query]
     assert HttpTarget("http://testserver", client=client).calibration_info()["threshold"] == \
-        InProcessTarget(real_index, embedder=real_embedder).calibration_info()["threshold"]
+        InProcessTarget(real_index, embedder=query_embedder).calibration_info()["threshold"]
 
 
 @pytest.mark.slow

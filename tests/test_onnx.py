@@ -1,4 +1,5 @@
-"""The ONNX Runtime encoder: exported from the bundled model, same vectors as torch, selectable by setting."""
+"""The ONNX Runtime encoder: exported from the query model (the bundled model with the query adapter merged in, as
+`python -m indexer export-onnx` does), same vectors as torch, selectable by setting."""
 
 from __future__ import annotations
 
@@ -14,36 +15,36 @@ TEXTS = ["Who chairs the OpenInfra Foundation board?", "kata containers 3.0",
 
 
 @pytest.fixture(scope="module")
-def onnx_dir(tmp_path_factory):
+def onnx_dir(tmp_path_factory, query_model):
     from indexer.onnx_embed import export_onnx
 
-    return export_onnx(tmp_path_factory.mktemp("onnx") / "onnx")
+    return export_onnx(tmp_path_factory.mktemp("onnx") / "onnx", query_model)
 
 
-def test_export_is_reused_when_up_to_date(onnx_dir):
+def test_export_is_reused_when_up_to_date(onnx_dir, query_model):
     from indexer.onnx_embed import FP32, export_onnx
 
     before = (onnx_dir / FP32).stat().st_mtime_ns
-    assert export_onnx(onnx_dir) == onnx_dir
+    assert export_onnx(onnx_dir, query_model) == onnx_dir
     assert (onnx_dir / FP32).stat().st_mtime_ns == before
 
 
-def test_onnx_vectors_match_torch(onnx_dir, real_embedder):
+def test_onnx_vectors_match_torch(onnx_dir, query_embedder):
     from indexer.onnx_embed import OnnxEmbedder
 
-    ref = real_embedder.encode(TEXTS)
+    ref = query_embedder.encode(TEXTS)
     fp32 = OnnxEmbedder(onnx_dir)
     v = fp32.encode(TEXTS, batch_size=2)
     assert v.shape == ref.shape and v.dtype == np.float32
     assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     assert (v * ref).sum(1).min() > 0.9999  # the same model: float rounding only
-    assert [fp32.count_pieces(t) for t in TEXTS] == [real_embedder.count_pieces(t) for t in TEXTS]
+    assert [fp32.count_pieces(t) for t in TEXTS] == [query_embedder.count_pieces(t) for t in TEXTS]
     int8 = OnnxEmbedder(onnx_dir, int8=True).encode(TEXTS)
     assert (int8 * ref).sum(1).min() > 0.9  # quantized: close, not equal
     assert OnnxEmbedder(onnx_dir).encode([]).shape == (0, ref.shape[1])
 
 
-def test_service_with_the_onnx_encoder_ranks_like_torch(real_index, real_embedder, client, onnx_dir):
+def test_service_with_the_onnx_encoder_ranks_like_torch(real_index, client, onnx_dir):
     with make_client(real_index, None, encoder="onnx", onnx_dir=onnx_dir) as c:
         assert c.get("/readyz").status_code == 200
         for q in TEXTS:
@@ -61,14 +62,17 @@ def test_a_missing_export_is_a_clear_503_when_onnx_is_asked_for(real_index, tmp_
 
 def test_auto_uses_the_export_when_there_is_one_and_says_so_when_not(real_index, onnx_dir, tmp_path):
     with make_client(real_index, None, onnx_dir=onnx_dir) as c:  # encoder=auto, the default
-        assert c.get("/v1/index").json()["encoder"] == {"kind": "onnx", "note": None}
+        from indexer.query_adapter import fingerprint, read_adapter
+
+        assert c.get("/v1/index").json()["encoder"] == {"kind": "onnx", "note": None,
+                                                        "query_adapter": fingerprint(read_adapter()[1])}
     with make_client(real_index, None, onnx_dir=tmp_path / "none", batch_wait_ms=0) as c:
         encoder = c.get("/v1/index").json()["encoder"]
         assert encoder["kind"] == "torch" and "python -m indexer export-onnx" in encoder["note"]
         assert c.get("/v1/search", params={"q": "kata containers"}).status_code == 200
 
 
-def test_the_fused_model_is_served_and_batches_give_the_single_vectors(onnx_dir, real_embedder):
+def test_the_fused_model_is_served_and_batches_give_the_single_vectors(onnx_dir, query_embedder):
     """The fused graph (attention, LayerNorm, GELU as ONNX Runtime operators) gives the torch vectors, for one
     text alone and for texts of different lengths padded into one batch."""
     from indexer.onnx_embed import FUSED, OnnxEmbedder
@@ -76,7 +80,7 @@ def test_the_fused_model_is_served_and_batches_give_the_single_vectors(onnx_dir,
     fp32 = OnnxEmbedder(onnx_dir)
     assert fp32.path.name == FUSED
     texts = TEXTS + ["a", "the board " * 60]
-    ref = real_embedder.encode(texts)
+    ref = query_embedder.encode(texts)
     alone = np.stack([fp32.encode([t])[0] for t in texts])
     batch = fp32.encode(texts, batch_size=len(texts))
     assert (alone * ref).sum(1).min() > 0.9999
@@ -106,6 +110,28 @@ def test_the_fast_tokenizer_gives_the_transformers_wrapper_word_pieces(onnx_dir)
         assert enc.count_pieces(t) == len(wrapper(t, add_special_tokens=True, truncation=False, verbose=False)
                                            ["input_ids"])
     assert enc.count_pieces("word " * 300) == 302  # not cut at 256
+
+
+def test_an_export_of_other_weights_than_the_query_encoder_is_never_served(real_index, tmp_path_factory):
+    """An export of the plain model (made before the query adapter, or with REPORTQA_QUERY_ADAPTER=none) is
+    refused when questions are to be encoded with the adapter: a 503 naming the fix when onnx is asked for, torch
+    with a note under auto."""
+    from indexer.onnx_embed import export_onnx
+
+    plain = export_onnx(tmp_path_factory.mktemp("plain") / "onnx")
+    with make_client(real_index, None, encoder="onnx", onnx_dir=plain) as c:
+        r = c.get("/readyz")
+        assert r.status_code == 503 and "other weights" in r.json()["detail"]
+        assert "python -m indexer export-onnx" in r.json()["detail"]
+    with make_client(real_index, None, onnx_dir=plain, batch_wait_ms=0) as c:
+        encoder = c.get("/v1/index").json()["encoder"]
+        assert encoder["kind"] == "torch" and "python -m indexer export-onnx" in encoder["note"]
+        assert encoder["query_adapter"]["adapter_sha256"]
+    with make_client(real_index, None, onnx_dir=plain, query_adapter="none") as c:  # the plain model: served
+        assert c.get("/v1/index").json()["encoder"] == {"kind": "onnx", "note": None, "query_adapter": None}
+        assert c.get("/v1/search", params={"q": "kata containers"}).status_code == 200
+        r = c.post("/v1/ask", json={"question": "Who chairs the OpenInfra Foundation board?"})
+        assert r.status_code == 503 and "plain model" in r.json()["detail"]  # the packaged fit used the adapter
 
 
 def test_serving_with_onnx_does_not_import_torch(real_index, onnx_dir):

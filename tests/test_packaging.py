@@ -161,8 +161,8 @@ def test_eval_calibrate_never_scores_a_set_with_a_reader_trained_on_it(tmp_path)
 
 
 def test_the_wheel_ships_the_packaged_calibration(tmp_path):
-    """`pip install .` into a clean venv gets /v1/ask's calibration and the reader it was fitted with: both are
-    package data of service.ask."""
+    """`pip install .` into a clean venv gets /v1/ask's calibration, the reader and the query adapter it was fitted
+    with: package data of service.ask and of indexer."""
     import zipfile
 
     src = tmp_path / "src"
@@ -184,6 +184,9 @@ def test_the_wheel_ships_the_packaged_calibration(tmp_path):
     assert shipped["features"] and shipped["fitted_for"]["model"] and shipped["threshold"] > 0
     reader = json.loads(zipfile.ZipFile(wheel).read("service/ask/reader/reader.json"))
     assert shipped["fitted_for"]["reader"]["adapter_sha256"] == reader["adapter_sha256"]  # fitted with it
+    assert {"indexer/query_adapter/query_adapter.json", "indexer/query_adapter/adapter.safetensors"} <= set(names)
+    adapter = json.loads(zipfile.ZipFile(wheel).read("indexer/query_adapter/query_adapter.json"))
+    assert shipped["fitted_for"]["query_adapter"]["adapter_sha256"] == adapter["adapter_sha256"]
 
 
 def test_kubernetes_fallback_render_matches_kubectl():

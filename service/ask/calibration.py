@@ -97,7 +97,8 @@ class Calibration:
         and tests on an index built with the fake hashing embedder: its confidences then mean nothing, but
         /v1/ask answers (the HTTP surface is exercised) instead of refusing with a 503."""
         fitted_for = {**self.fitted_for, "model": (manifest.get("model") or {}).get("name"),
-                      "chunker": manifest.get("chunker"), "index_version": manifest.get("index_version")}
+                      "chunker": manifest.get("chunker"), "index_version": manifest.get("index_version"),
+                      "query_adapter": None}  # the fake embedder encodes questions without one
         return replace(self, fitted_for=fitted_for)
 
     def verify(self, manifest: dict) -> None:
@@ -141,6 +142,19 @@ class Calibration:
                     f"{k} ({fitted.get(k)!r} fitted, {fingerprint.get(k)!r} loaded)"
                     for k in sorted(set(fitted) | set(fingerprint)) if fitted.get(k) != fingerprint.get(k))
             raise CalibrationError(f"{where} was fitted with the reader feature, but {what}; {FIT_HINT}")
+
+    def verify_query_adapter(self, fingerprint: dict | None) -> None:
+        """Refuse a calibration fitted with questions encoded otherwise than the query encoder in use does (another
+        query adapter, or one where there is none: `fingerprint`, indexer.query_adapter.fingerprint)."""
+        fitted = self.fitted_for.get("query_adapter")
+        if fitted != fingerprint:
+
+            def said(fp: dict | None) -> str:
+                return "the plain model" if fp is None else f"the query adapter {fp.get('adapter_sha256', '?')[:16]}"
+
+            raise CalibrationError(f"{self.path or 'the calibration'} was fitted with questions encoded by "
+                                   f"{said(fitted)}; the service encodes them with {said(fingerprint)} "
+                                   f"(REPORTQA_QUERY_ADAPTER); {FIT_HINT}")
 
     def describe(self) -> dict:
         """What GET /v1/index reports."""

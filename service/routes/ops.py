@@ -90,7 +90,9 @@ async def index_info(
         "dense_index": dense,  # the FAISS index the build chose (factory string, why, exact or not); null on Qdrant
         "fusion": asdict(res.retriever.fusion),
         "encoder": {"kind": request.app.state.resources.encoder_kind or "given",
-                    "note": request.app.state.resources.encoder_note},
+                    "note": request.app.state.resources.encoder_note,
+                    # questions are encoded with this query adapter (indexer.query_adapter); null: the plain model
+                    "query_adapter": getattr(res.retriever.embedder, "query_adapter", None)},
         "counts": m.get("counts"),
         "chunks": len(res.index.chunks),
         "documents": page,

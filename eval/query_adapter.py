@@ -1,0 +1,208 @@
+"""Train the query adapter (indexer.query_adapter): the embedding model fine-tuned on questions only, against the
+index's fixed passage and sentence vectors.
+
+    python -m eval query-adapter --train eval/datasets/helpers-a,...,helpers-d \\
+        --score report:dev,report-external:all,report:test,report:fresh [--save indexer/query_adapter]
+    make query-adapter    # the packaged adapter (about 3 min), then the packaged calibration
+
+For each answerable question: its positives are the index's sentences that hold one of its answer strings and
+the passages (chunks) that do. The question is encoded by the model being trained (mean pooling, L2 norm, as
+sentence-transformers does); the passages and sentences are not encoded at all: their vectors are read from the
+index, so they stay those of the plain model. The loss is the cross-entropy of the positives against every
+sentence of the index (scaled cosines, `scale`), plus the same over every passage: a question learns to point at
+its answer among all of the report's sentences, the other sentences being the negatives. Every weight is
+trained (AdamW, linear warm-up and decay); the change of each projection in TARGETS is then cut to `rank` by SVD
+and saved in the adapter format (W + (α/r)·B·A with α = r), with what it was trained on. What else training
+changed (biases, layer norms, embeddings) is left at the base.
+
+The sets it trains on must be none of those that tune the fusion and the calibration (report dev,
+report-external) or that are reported (test, fresh): those stay questions the adapter never saw.
+
+Printed per scored set, for the plain model and the adapter (the full change and as saved): how often the
+index's closest sentence holds an answer (sentence@1) and how often the closest passage does (passage@1), dense
+only (the service's hybrid figures come from `python -m eval run`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MAX_QUESTION_PIECES = 64
+
+
+def positives(retriever, answers: list[str]) -> tuple[list[int], list[int]]:
+    """(sentence rows, chunk rows) of the index whose text holds one of `answers` (case-insensitive)."""
+    wanted = [a.lower() for a in answers if a]
+    sents, chunks = [], []
+    for row in range(len(retriever.chunks)):
+        c = retriever.chunks[row]
+        text = c["text"]
+        if not any(a in text.lower() for a in wanted):
+            continue
+        chunks.append(row)
+        start = int(retriever.sentence_starts[row])
+        for j, (s, e) in enumerate(c["sentences"]):
+            if any(a in text[s:e].lower() for a in wanted):
+                sents.append(start + j)
+    return sents, chunks
+
+
+def training_items(datasets, retriever) -> list[tuple[str, list[int], list[int]]]:
+    """(question, positive sentences, positive chunks) of every answerable question whose answer the index holds."""
+    out = []
+    for d in datasets:
+        for q in d.queries:
+            if q.question and q.answers:
+                sents, chunks = positives(retriever, q.answers)
+                if chunks:
+                    out.append((q.text, sents, chunks))
+    return out
+
+
+def _encode(model, texts: list[str], grad: bool):
+    import torch
+
+    feats = model.tokenizer(texts, padding=True, truncation=True, max_length=MAX_QUESTION_PIECES,
+                            return_tensors="pt")
+    with torch.set_grad_enabled(grad):
+        h = model[0].auto_model(**feats).last_hidden_state
+        mask = feats["attention_mask"].unsqueeze(-1).to(h.dtype)
+        return torch.nn.functional.normalize((h * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=-1)
+
+
+def _multi_positive_loss(logits, positive_rows: list[list[int]]):
+    """Mean over the rows that have positives of −log(Σ exp over positives / Σ exp over all)."""
+    import torch
+
+    keep = [i for i, p in enumerate(positive_rows) if p]
+    if not keep:
+        return logits.sum() * 0.0
+    mask = torch.full_like(logits, float("-inf"))
+    for i in keep:
+        mask[i, positive_rows[i]] = 0.0
+    rows = torch.tensor(keep)
+    return (torch.logsumexp(logits[rows], 1) - torch.logsumexp(logits[rows] + mask[rows], 1)).mean()
+
+
+def train(items, sentence_vectors: np.ndarray, chunk_vectors: np.ndarray, model_dir, epochs: int = 3,
+          lr: float = 2e-5, scale: float = 20.0, batch: int = 16, seed: int = 0, progress: bool = True):
+    """Fine-tune every weight of the sentence-transformers model at `model_dir` on `items`; returns the model."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    model = SentenceTransformer(str(model_dir), device="cpu")
+    sv = torch.from_numpy(np.array(sentence_vectors, dtype=np.float32))  # a copy: the index's are read-only
+    cv = torch.from_numpy(np.array(chunk_vectors, dtype=np.float32))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    steps = epochs * ((len(items) + batch - 1) // batch)
+    warm = max(1, int(0.1 * steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * max(0.0, 1 - s / steps))
+    items = list(items)
+    t0 = time.perf_counter()
+    for epoch in range(epochs):
+        model.train()
+        rng.shuffle(items)
+        total = 0.0
+        for b in range(0, len(items), batch):
+            part = items[b : b + batch]
+            q = _encode(model, [t for t, _, _ in part], grad=True)
+            loss = (_multi_positive_loss(scale * q @ sv.T, [s for _, s, _ in part])
+                    + _multi_positive_loss(scale * q @ cv.T, [c for _, _, c in part]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach())
+        if progress:
+            print(f"epoch {epoch + 1}/{epochs}: loss {total:.2f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return model.eval()
+
+
+def low_rank_change(model, model_dir, rank: int) -> dict[str, np.ndarray]:
+    """The change of each projection in TARGETS from the base weights, cut to `rank` by SVD (B = U·S, A = Vᵀ of
+    the first `rank` singular values; scale 1, i.e. α = rank), fp16, named as indexer.query_adapter reads them."""
+    import torch
+    from safetensors.numpy import load_file
+
+    from indexer.query_adapter import TARGETS, weight_name
+
+    base = load_file(str(model_dir / "model.safetensors"))
+    tuned = dict(model[0].auto_model.named_parameters())
+    out = {}
+    with torch.no_grad():
+        for i in range(len(model[0].auto_model.encoder.layer)):
+            for path, name in TARGETS:
+                key = weight_name(i, path, name)
+                delta = tuned[key].detach() - torch.from_numpy(base[key].astype(np.float32))
+                u, s, vt = torch.linalg.svd(delta, full_matrices=False)
+                # C order: SVD's factors come column-major, and safetensors writes the buffer as it lies
+                out[f"layer.{i}.{path}.{name}.A"] = np.ascontiguousarray(vt[:rank].numpy(), dtype=np.float16)
+                out[f"layer.{i}.{path}.{name}.B"] = np.ascontiguousarray((u[:, :rank] * s[:rank]).numpy(),
+                                                                         dtype=np.float16)
+    return out
+
+
+def save_adapter(out_dir, tensors: dict[str, np.ndarray], rank: int, model_dir, info: dict):
+    """Write `tensors` and query_adapter.json (with `info`) to `out_dir`, each under a temporary name, renamed."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from safetensors.numpy import save_file
+
+    from indexer.onnx_embed import weights_digest
+    from indexer.query_adapter import FORMAT, META, TARGETS, WEIGHTS
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f".{WEIGHTS}.tmp"
+    save_file(tensors, str(tmp))
+    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+    tmp.chmod(0o644)
+    tmp.replace(out_dir / WEIGHTS)
+    meta = {"format": FORMAT, "base_model": "sentence-transformers/all-MiniLM-L6-v2",
+            "base_sha256": weights_digest(Path(model_dir)), "lora_rank": rank, "lora_alpha": float(rank),
+            "targets": [f"{p}.{n}" for p, n in TARGETS], "applies_to": "questions only (passages: the base model)",
+            "adapter_sha256": digest, **info}
+    tmpm = out_dir / f".{META}.tmp"
+    tmpm.write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmpm.replace(out_dir / META)
+    return out_dir
+
+
+def merged_model(model_dir, tensors: dict[str, np.ndarray]):
+    """The sentence-transformers model at `model_dir` with the saved change `tensors` (α = rank) merged in: what
+    the service will encode questions with."""
+    import torch
+    from safetensors.numpy import load_file
+    from sentence_transformers import SentenceTransformer
+
+    from indexer.query_adapter import merge_pairs
+
+    model = SentenceTransformer(str(model_dir), device="cpu")
+    merged = merge_pairs(load_file(str(model_dir / "model.safetensors")), tensors, 1.0)
+    model[0].auto_model.load_state_dict({k: torch.from_numpy(v) for k, v in merged.items()}, strict=False)
+    return model.eval()
+
+
+def dense_figures(model, items, sentence_vectors: np.ndarray, chunk_vectors: np.ndarray) -> dict:
+    """sentence@1 and passage@1 of the closest sentence / passage by cosine (dense only)."""
+    import torch
+
+    if not items:
+        return {"questions": 0}
+    with torch.no_grad():
+        q = _encode(model, [t for t, _, _ in items], grad=False).numpy()
+    s1 = (q @ np.asarray(sentence_vectors, dtype=np.float32).T).argmax(1)
+    c1 = (q @ np.asarray(chunk_vectors, dtype=np.float32).T).argmax(1)
+    return {"questions": len(items),
+            "sentence@1": float(np.mean([int(j) in s for j, (_, s, _) in zip(s1, items, strict=True)])),
+            "passage@1": float(np.mean([int(j) in c for j, (_, _, c) in zip(c1, items, strict=True)]))}

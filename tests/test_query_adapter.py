@@ -1,0 +1,125 @@
+"""The query adapter (indexer.query_adapter): read and checked, merged into the base weights the same way every
+time, trained and saved by eval/query_adapter.py, recorded by the calibration and refused where it does not fit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+
+
+def test_the_packaged_adapter_is_checked_and_made_for_the_bundled_weights(tmp_path):
+    from indexer.query_adapter import PACKAGED_DIR, WEIGHTS, QueryAdapterError, fingerprint, read_adapter, resolve
+
+    path, meta = read_adapter()
+    assert path == PACKAGED_DIR and meta["lora_rank"] == 64 and len(meta["targets"]) == 6
+    assert {d["dataset"] for d in meta["trained_on"]} == {f"helpers-{s}" for s in "abcd"}  # never a tuning set
+    assert fingerprint(meta) == {"adapter_sha256": meta["adapter_sha256"], "base_sha256": meta["base_sha256"]}
+    assert resolve("none") is None and resolve("packaged")[1] == meta and resolve(None)[1] == meta
+    broken = tmp_path / "broken"
+    shutil.copytree(PACKAGED_DIR, broken)
+    data = bytearray((broken / WEIGHTS).read_bytes())
+    data[-1] ^= 1
+    (broken / WEIGHTS).write_bytes(bytes(data))
+    with pytest.raises(QueryAdapterError, match="checksum"):
+        read_adapter(broken)
+    with pytest.raises(QueryAdapterError, match="no readable query adapter"):
+        read_adapter(tmp_path / "nothing")
+
+
+def test_another_base_model_is_refused(tmp_path):
+    from indexer.embed import bundled_model_dir
+    from indexer.query_adapter import QueryAdapterError, read_adapter
+
+    other = tmp_path / "model"
+    shutil.copytree(bundled_model_dir(), other)
+    cfg = json.loads((other / "config.json").read_text())
+    cfg["note"] = "another model"
+    (other / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(QueryAdapterError, match="other base weights"):
+        read_adapter(model_dir=other)
+
+
+def test_the_merged_model_is_the_same_every_time_and_is_base_plus_the_change(tmp_path):
+    from safetensors.numpy import load_file
+
+    from indexer.embed import bundled_model_dir
+    from indexer.onnx_embed import weights_digest
+    from indexer.query_adapter import WEIGHTS, query_model_dir, read_adapter, weight_name
+
+    a, b = query_model_dir(tmp_path / "a"), query_model_dir(tmp_path / "b")
+    assert a.name == b.name and weights_digest(a) == weights_digest(b)
+    assert query_model_dir(tmp_path / "a") == a  # made once
+    assert not list((tmp_path / "a").glob(".query-model-*"))  # no temporary left behind
+    base = load_file(str(bundled_model_dir() / "model.safetensors"))
+    merged = load_file(str(a / "model.safetensors"))
+    path, meta = read_adapter()
+    pairs = load_file(str(path / WEIGHTS))
+    key = weight_name(2, "attention.self", "query")
+    scale = meta["lora_alpha"] / meta["lora_rank"]
+    expect = base[key] + scale * (pairs["layer.2.attention.self.query.B"].astype(np.float32)
+                                  @ pairs["layer.2.attention.self.query.A"].astype(np.float32))
+    assert np.allclose(merged[key], expect, atol=1e-6) and not np.allclose(merged[key], base[key])
+    untouched = "encoder.layer.2.attention.output.LayerNorm.weight"
+    assert np.array_equal(merged[untouched], base[untouched])
+    assert (a / "tokenizer.json").read_bytes() == (bundled_model_dir() / "tokenizer.json").read_bytes()
+
+
+def test_a_calibration_is_refused_with_another_query_encoder():
+    from service.ask.calibration import PACKAGED, Calibration, CalibrationError
+
+    cal = Calibration.load(PACKAGED)
+    fitted = cal.fitted_for["query_adapter"]
+    cal.verify_query_adapter(fitted)
+    with pytest.raises(CalibrationError, match="plain model"):
+        cal.verify_query_adapter(None)
+    with pytest.raises(CalibrationError, match="REPORTQA_QUERY_ADAPTER"):
+        cal.verify_query_adapter({**fitted, "adapter_sha256": "0" * 64})
+
+
+@pytest.mark.slow
+def test_questions_move_and_passages_stay(query_embedder, real_embedder):
+    """The adapter changes the vectors of questions, not what the index holds: a question's vector moves, but
+    stays near the plain model's (the same space: the index's passage vectors are the plain model's)."""
+    qs = ["how many folks actually showed up in Beijing?", "Who chairs the OpenInfra Foundation board?"]
+    cos = (query_embedder.encode(qs) * real_embedder.encode(qs)).sum(1)
+    assert cos.max() < 0.995 and cos.min() > 0.5
+
+
+@pytest.mark.slow
+def test_training_saves_what_it_scored(tmp_path, real_index):
+    """A tiny training run end to end: the saved change, read back and merged as the service merges it, gives
+    the vectors of the model the trainer scored as saved."""
+    from eval.datasets import load_dataset
+    from eval.query_adapter import low_rank_change, merged_model, save_adapter, train, training_items
+    from indexer.embed import SentenceTransformerEmbedder, bundled_model_dir
+    from indexer.query_adapter import query_model_dir
+    from indexer.store import load_index
+    from service.retrieval import Retriever
+
+    index = load_index(real_index)
+    retriever = Retriever(index, None)
+    ds = load_dataset(str(ROOT / "eval" / "datasets" / "helpers-a"))
+    items = training_items([ds], retriever)
+    assert len(items) > 100 and all(c for _, _, c in items)
+    sentences = np.asarray(retriever.sentence_vectors, dtype=np.float32)
+    chunks = np.asarray(retriever.store.fetch(np.arange(len(retriever.chunks))), dtype=np.float32)
+    model = train(items[:16], sentences, chunks, bundled_model_dir(), epochs=1, lr=1e-4, progress=False)
+    change = low_rank_change(model, bundled_model_dir(), 8)
+    out = save_adapter(tmp_path / "adapter", change, 8, bundled_model_dir(), {"trained_on": ["a test"]})
+    scored = merged_model(bundled_model_dir(), change)
+    served = SentenceTransformerEmbedder(query_model_dir(tmp_path / "cache", out))
+    texts = [t for t, _, _ in items[:4]]
+    ref = scored.encode(texts, normalize_embeddings=True)
+    assert (served.encode(texts) * ref).sum(1).min() > 0.9999
+
+
+def test_the_trainer_refuses_tuning_and_reported_sets():
+    from eval.cli import main
+
+    assert main(["query-adapter", "--train", "report:dev", "--no-progress"]) == 2
+    assert main(["query-adapter", "--train", "eval/datasets/helpers-a,report-external:all", "--no-progress"]) == 2
