@@ -57,6 +57,7 @@ def bench(corpus: Path, repeats: int = 3, url: str | None = None) -> str:
     from eval.targets import HttpTarget, InProcessTarget
     from indexer.build import build_index
     from indexer.embed import SentenceTransformerEmbedder
+    from indexer.query_adapter import query_embedder
 
     lines = []
     t0 = time.perf_counter()
@@ -68,7 +69,9 @@ def bench(corpus: Path, repeats: int = 3, url: str | None = None) -> str:
         build_s = time.perf_counter() - t0
         lines.append(f"model load {load_s:.2f} s; index build {build_s:.2f} s "
                      f"({summary.chunks} chunks, {summary.tokens} tokens)")
-        target = HttpTarget(url) if url else InProcessTarget(Path(tmp) / "index", embedder=embedder)
+        # questions are encoded as the service encodes them: with the packaged query adapter (indexer.query_adapter)
+        questions_encoder = query_embedder(embedder, Path(tmp) / "encoders")
+        target = HttpTarget(url) if url else InProcessTarget(Path(tmp) / "index", embedder=questions_encoder)
         questions = [q.text for s in ("dev", "test") for q in load_report_set(s).queries]
         lines += ["", f"| {'http ' + url if url else 'in-process'} | n | p50 ms | p95 ms | p99 ms |",
                   "|---|---|---|---|---|"]

@@ -269,9 +269,13 @@ def main(argv: list[str] | None = None) -> int:
         embedder = None if skip >= {"report", "scifact"} else SentenceTransformerEmbedder(threads=1)
         if "report" not in skip:
             from eval.cli import DEFAULT_CACHE, cached_index
+            from indexer.query_adapter import query_embedder
+            from service.retrieval import default_alpha
 
             root = cached_index(Path("corpus"), DEFAULT_CACHE, "report", embedder)
-            r = quality("report", load_report_set(args.split), root, embedder, FusionConfig(), True, tmp)
+            questions = query_embedder(embedder, DEFAULT_CACHE / "encoders", threads=1)  # as the service encodes
+            r = quality("report", load_report_set(args.split), root, questions,
+                        FusionConfig(alpha=default_alpha(questions)), True, tmp)
             print(json.dumps(r, indent=1))
             result["report"] = r
         if "scifact" not in skip:

@@ -112,15 +112,10 @@ def _query_embedder(args, dataset: Dataset, embedder):
     """What the questions are encoded with: `embedder` (the base model, which built the index) with the query
     adapter --query-adapter names merged in; by default the packaged one for the report's question sets and none
     for a BEIR corpus (the adapter is fitted to the report's passages; README, *Query adapter*)."""
-    from indexer.embed import SentenceTransformerEmbedder
-    from indexer.query_adapter import fingerprint, query_model_dir, resolve
+    from indexer.query_adapter import query_embedder
 
     setting = getattr(args, "query_adapter", None) or ("none" if dataset.corpus_file is not None else "packaged")
-    found = resolve(setting)
-    if found is None:
-        return embedder
-    model_dir = query_model_dir(args.cache / "encoders", found[0])
-    return SentenceTransformerEmbedder(model_dir, threads=args.threads, query_adapter=fingerprint(found[1]))
+    return query_embedder(embedder, args.cache / "encoders", setting, threads=args.threads)
 
 
 def _resolve_sections(args, dataset: Dataset, targets: dict) -> None:

@@ -141,3 +141,16 @@ def resolve(setting: str | Path | None, model_dir: Path | None = None) -> tuple[
         return None
     path = None if setting is None or str(setting) == "packaged" else Path(setting)
     return read_adapter(path, model_dir)
+
+
+def query_embedder(base, cache: Path, setting: str | Path | None = "packaged", threads: int | None = None):
+    """What questions are encoded with on torch: `base` itself (the plain model's encoder, which builds indexes)
+    when `setting` names no adapter (resolve), else the base weights with the adapter merged in (made once under
+    `cache`), which carries the adapter's fingerprint."""
+    from indexer.embed import SentenceTransformerEmbedder
+
+    found = resolve(setting)
+    if found is None:
+        return base
+    return SentenceTransformerEmbedder(query_model_dir(cache, found[0]), threads=threads,
+                                       query_adapter=fingerprint(found[1]))
