@@ -264,6 +264,12 @@ def readers_for(datasets: list[Dataset], served, folds: list) -> list:
     return out
 
 
+def fusion_fitted(fusion) -> dict:
+    """What a calibration records of the hybrid fusion it was fitted with (checked at load: verify_fusion)."""
+    return {"method": fusion.method, "alpha": fusion.alpha, "sentence_weight": fusion.sentence_weight,
+            "candidates": fusion.candidates}
+
+
 def index_fingerprint(manifest: dict) -> dict:
     """What a calibration records about the index it was fitted with (and is checked against at load)."""
     return {"model": (manifest.get("model") or {}).get("name"), "chunker": manifest.get("chunker"),

@@ -6,6 +6,7 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import sys
 import time
 from dataclasses import asdict, replace
@@ -110,11 +111,13 @@ def _targets(args, dataset: Dataset, modes: list[str]):
 
 def _query_embedder(args, dataset: Dataset, embedder):
     """What the questions are encoded with: `embedder` (the base model, which built the index) with the query
-    adapter --query-adapter names merged in; by default the packaged one for the report's question sets and none
-    for a BEIR corpus (the adapter is fitted to the report's passages; README, *Query adapter*)."""
+    adapter --query-adapter names merged in; by default, for the report's question sets, the one the service would
+    use (REPORTQA_QUERY_ADAPTER, else the packaged one), and none for a BEIR corpus (the adapter is fitted to the
+    report's passages; README, *Query adapter*)."""
     from indexer.query_adapter import query_embedder
 
-    setting = getattr(args, "query_adapter", None) or ("none" if dataset.corpus_file is not None else "packaged")
+    setting = getattr(args, "query_adapter", None) or (
+        "none" if dataset.corpus_file is not None else os.environ.get("REPORTQA_QUERY_ADAPTER", "packaged"))
     return query_embedder(embedder, args.cache / "encoders", setting, threads=args.threads)
 
 
@@ -265,17 +268,26 @@ def cmd_query_adapter(args) -> int:
     from indexer.embed import bundled_model_dir
 
     fit_on, scored = _datasets(args.train, args.external_dir), _datasets(args.score, args.external_dir)
-    kept = [f"{d.name}:{d.split}" for d in fit_on if (d.name, d.split) in HELD_OUT | TUNING]
+    guarded = _datasets("report:dev,report:test,report:fresh,report-external:all", args.external_dir)
+    guarded_files = {hashlib.sha256(p.read_bytes()).hexdigest() for d in guarded for p in d.files}
+    kept = [f"{d.name}:{d.split}" for d in fit_on if (d.name, d.split) in HELD_OUT | TUNING
+            or any(hashlib.sha256(p.read_bytes()).hexdigest() in guarded_files for p in d.files)]
     if kept:
         print(f"error: the query adapter never trains on the tuning or reported sets ({', '.join(kept)}): they must "
               "stay questions it has not seen", file=sys.stderr)
         return 2
+    from eval.query_adapter import normalized
+
+    exclude = {normalized(q.text) for d in guarded for q in d.queries}
     args.alpha, args.fusion, args.url, args.query_adapter = None, None, None, "none"
     retriever = _targets(args, fit_on[0], ["hybrid"])["hybrid"].retriever  # the index's fixed vectors
     sentences = np.asarray(retriever.sentence_vectors, dtype=np.float32)
     chunks = np.asarray(retriever.store.fetch(np.arange(len(retriever.chunks))), dtype=np.float32)
     base = bundled_model_dir()
-    items = training_items(fit_on, retriever)
+    items = training_items(fit_on, retriever, exclude)
+    repeated = len(training_items(fit_on, retriever)) - len(items)
+    if repeated and not args.no_progress:
+        print(f"{repeated} training questions dropped: a tuning or reported set asks them too", flush=True)
     t0 = time.perf_counter()
     model = train(items, sentences, chunks, base, epochs=args.epochs, lr=args.lr, scale=args.scale, seed=args.seed,
                   progress=not args.no_progress)
@@ -283,7 +295,7 @@ def cmd_query_adapter(args) -> int:
     change = low_rank_change(model, base, args.rank)
     shipped = merged_model(base, change)
     plain = merged_model(base, {})
-    out = {"trained_on": [f"{d.name}/{d.split}" for d in fit_on], "questions": len(items),
+    out = {"trained_on": [f"{d.name}/{d.split}" for d in fit_on], "questions": len(items), "dropped": repeated,
            "training_minutes": minutes, "sets": {}}
     print("| set | questions | sentence@1 plain | with the change | as saved | passage@1 plain | with the change "
           "| as saved |")
@@ -299,6 +311,7 @@ def cmd_query_adapter(args) -> int:
                 "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "training": {"epochs": args.epochs, "lr": args.lr, "scale": args.scale, "seed": args.seed,
                              "questions": len(items), "training_minutes": minutes,
+                             "dropped_as_asked_by_a_tuning_or_reported_set": repeated,
                              "method": f"every weight fine-tuned on questions against the index's fixed sentence "
                                        f"and passage vectors; the change stored at rank {args.rank} (SVD)"},
                 "index": {"version": retriever.index.version, "chunker": retriever.index.manifest.get("chunker")},
@@ -346,7 +359,7 @@ TUNING = {("report", "dev"), ("report-external", "all"), ("report-external", "an
 
 def cmd_calibrate(args) -> int:
     """Fit on the tuning sets; write the artefact to --write, else REPORTQA_CALIBRATION, else beside the index."""
-    from eval.calibrate import calibrate, index_fingerprint, readers_for, report_table
+    from eval.calibrate import calibrate, fusion_fitted, index_fingerprint, readers_for, report_table
     from service.ask import Answerer
     from service.ask.reader import META as READER_META
     from service.ask.reader import ReaderError, load_reader
@@ -370,7 +383,8 @@ def cmd_calibrate(args) -> int:
     target = _targets(args, datasets[0], ["hybrid"])["hybrid"]
     answerer = Answerer(target.retriever, None, reader)  # its own, uncalibrated: analysis only
     fitted_for = {**index_fingerprint(target.retriever.index.manifest), "reader": reader.fingerprint,
-                  "query_adapter": getattr(target.retriever.embedder, "query_adapter", None)}
+                  "query_adapter": getattr(target.retriever.embedder, "query_adapter", None),
+                  "fusion": fusion_fitted(target.retriever.fusion)}
     out = calibrate(datasets, answerer, fitted_for, progress=not args.no_progress,
                     max_false=args.max_false_abstention, readers=readers)
     path = args.write or Settings().calibration or target.index_dir / "calibration.json"

@@ -16,7 +16,9 @@ and saved in the adapter format (W + (α/r)·B·A with α = r), with what it was
 changed (biases, layer norms, embeddings) is left at the base.
 
 The sets it trains on must be none of those that tune the fusion and the calibration (report dev,
-report-external) or that are reported (test, fresh): those stay questions the adapter never saw.
+report-external) or that are reported (test, fresh): those stay questions the adapter never saw. The command
+refuses such a set (by name and by file checksum) and drops any training question that one of them also asks
+(the same words; the helper sets repeat four of them).
 
 Printed per scored set, for the plain model and the adapter (the full change and as saved): how often the
 index's closest sentence holds an answer (sentence@1) and how often the closest passage does (passage@1), dense
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 
 import numpy as np
@@ -53,12 +56,18 @@ def positives(retriever, answers: list[str]) -> tuple[list[int], list[int]]:
     return sents, chunks
 
 
-def training_items(datasets, retriever) -> list[tuple[str, list[int], list[int]]]:
-    """(question, positive sentences, positive chunks) of every answerable question whose answer the index holds."""
+def normalized(text: str) -> str:
+    """A question's text for comparing sets: lower case, words only."""
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
+def training_items(datasets, retriever, exclude: set[str] | None = None) -> list[tuple[str, list[int], list[int]]]:
+    """(question, positive sentences, positive chunks) of every answerable question whose answer the index holds,
+    except those whose normalized text is in `exclude` (the same question in a set it must not learn)."""
     out = []
     for d in datasets:
         for q in d.queries:
-            if q.question and q.answers:
+            if q.question and q.answers and normalized(q.text) not in (exclude or ()):
                 sents, chunks = positives(retriever, q.answers)
                 if chunks:
                     out.append((q.text, sents, chunks))

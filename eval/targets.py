@@ -18,12 +18,11 @@ class InProcessTarget:
     def __init__(self, index_dir: Path, embedder=None, fusion=None, calibration: Path | None = None) -> None:
         from indexer.embed import SentenceTransformerEmbedder
         from indexer.store import load_index
-        from service.retrieval import FusionConfig, Retriever, default_alpha
+        from service.retrieval import Retriever
 
         self.embedder = embedder or SentenceTransformerEmbedder()
         index = load_index(Path(index_dir), model_name=self.embedder.name, dim=self.embedder.dim)
-        # no fusion given: the service's default for this query encoder
-        self.retriever = Retriever(index, self.embedder, fusion or FusionConfig(alpha=default_alpha(self.embedder)))
+        self.retriever = Retriever(index, self.embedder, fusion)  # no fusion: the default for this query encoder
         self.index_dir = Path(index_dir)
         self.calibration = calibration
         self._answerer = None

@@ -53,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export-onnx", help="export the query encoder (the embedding model with the query adapter "
                                            "merged in) to ONNX (fp32 and int8) for REPORTQA_ENCODER=onnx|onnx-int8; "
                                            "nothing is done if it is up to date")
-    x.add_argument("--out", type=Path, default=Path("index"), help="index root (writes <out>/encoders/onnx)")
+    x.add_argument("--out", type=Path, default=Path("index"),
+                   help="index root (writes <out>/encoders/onnx-query-<adapter>, or onnx without an adapter)")
     x.add_argument("--to", type=Path, default=None, help="write to this directory instead")
     x.add_argument("--model-dir", type=Path, default=None, help="model directory (default: the bundled one)")
     x.add_argument("--query-adapter", default=os.environ.get("REPORTQA_QUERY_ADAPTER", "packaged"),
@@ -76,15 +77,16 @@ def _export_onnx(args: argparse.Namespace) -> int:
 
     warnings.filterwarnings("ignore")  # torch's exporter explains its tracing at length
 
-    from indexer.query_adapter import QueryAdapterError, query_model_dir, resolve
+    from indexer.query_adapter import QueryAdapterError, fingerprint, onnx_dir, query_model_dir, resolve
 
-    target = args.to or args.out / "encoders" / "onnx"
     try:
         model_dir = args.model_dir
         found = resolve(args.query_adapter, model_dir)
+        fp = fingerprint(found[1]) if found else None
+        target = args.to or onnx_dir(args.out, fp)
         if found is not None:  # the base weights with the adapter merged in, kept beside the export
-            model_dir = query_model_dir(args.out / "encoders", found[0], model_dir)
-        export_onnx(target, model_dir)
+            model_dir = query_model_dir(target.parent, found[0], model_dir)
+        export_onnx(target, model_dir, query_adapter=fp)
     except (OSError, ValueError, QueryAdapterError) as e:
         print(f"error: cannot export the model to ONNX: {e}", file=sys.stderr)
         return EXIT_MODEL

@@ -1,4 +1,5 @@
-"""The embedding model on ONNX Runtime: the same all-MiniLM-L6-v2, exported once from the bundled weights.
+"""The embedding model on ONNX Runtime: the same all-MiniLM-L6-v2, exported once from the bundled weights (with the
+query adapter merged in, for the service's questions: indexer.query_adapter).
 
 `export_onnx` traces the sentence-transformers model (BERT + mean pooling + L2 normalization) to
 `<dir>/model.onnx` with torch's exporter (eager attention, so that the graph has the pattern ONNX Runtime's
@@ -53,8 +54,11 @@ def weights_digest(model_dir: Path) -> str:
     return h.hexdigest()
 
 
-def export_onnx(out_dir: Path, model_dir: Path | None = None, name: str = DEFAULT_MODEL_NAME) -> Path:
-    """Export the model to `out_dir` (fp32 and int8) unless an export of the same weights is already there."""
+def export_onnx(out_dir: Path, model_dir: Path | None = None, name: str = DEFAULT_MODEL_NAME,
+                query_adapter: dict | None = None) -> Path:
+    """Export the model to `out_dir` (fp32 and int8) unless an export of the same weights is already there.
+    `query_adapter`: the fingerprint of the query adapter merged into `model_dir` (indexer.query_adapter), recorded
+    in the meta so that a service encoding questions otherwise refuses the export."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
@@ -64,7 +68,8 @@ def export_onnx(out_dir: Path, model_dir: Path | None = None, name: str = DEFAUL
     meta_path = out_dir / META
     if meta_path.is_file() and all((out_dir / f).is_file() for f in (FP32, FUSED, INT8)):
         try:
-            if json.loads(meta_path.read_text())["source_sha256"] == digest:
+            done = json.loads(meta_path.read_text())
+            if done["source_sha256"] == digest and done.get("query_adapter") == query_adapter:
                 return out_dir
         except (ValueError, KeyError):
             pass
@@ -92,7 +97,8 @@ def export_onnx(out_dir: Path, model_dir: Path | None = None, name: str = DEFAUL
                          bert.config)
     import onnxruntime
 
-    meta = {"model": name, "source": str(model_dir), "source_sha256": digest, "dim": int(bert.config.hidden_size),
+    meta = {"model": name, "source": str(model_dir), "source_sha256": digest, "query_adapter": query_adapter,
+            "dim": int(bert.config.hidden_size),
             "max_pieces": 256, "opset": OPSET, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
             "fused_operators": {k: v for k, v in fused.get_fused_operator_statistics().items() if v}}
     tmpm = out_dir / f".{META}.tmp-{os.getpid()}"
@@ -165,16 +171,16 @@ def padded_tokenizer(model_dir: Path, max_pieces: int):
     return tok
 
 
-def onnx_export_ready(onnx_dir: Path, name: str = DEFAULT_MODEL_NAME, source_sha256: str | None = None) -> bool:
+def onnx_export_ready(onnx_dir: Path, name: str = DEFAULT_MODEL_NAME, query_adapter: dict | None = None) -> bool:
     """Whether `onnx_dir` holds an export of the model `name` (fp32 and int8; the fused file is used when
-    there, an older export without it still serves), made from the weights with checksum `source_sha256` when
-    given (weights_digest: e.g. the base model with a query adapter merged in)."""
+    there, an older export without it still serves) with the query adapter `query_adapter` merged in (its
+    fingerprint; None: the plain model, as every export made before query adapters)."""
     onnx_dir = Path(onnx_dir)
     try:
         meta = json.loads((onnx_dir / META).read_text())
     except (OSError, ValueError):
         return False
-    return (meta.get("model") == name and (source_sha256 is None or meta.get("source_sha256") == source_sha256)
+    return (meta.get("model") == name and meta.get("query_adapter") == query_adapter
             and (onnx_dir / FP32).is_file() and (onnx_dir / INT8).is_file())
 
 
@@ -182,22 +188,22 @@ class OnnxEmbedder:
     """all-MiniLM-L6-v2 on ONNX Runtime (fp32, fused when the export has it; or `int8=True`)."""
 
     def __init__(self, onnx_dir: Path, model_dir: Path | None = None, threads: int | None = None,
-                 name: str = DEFAULT_MODEL_NAME, int8: bool = False, source_sha256: str | None = None,
-                 query_adapter: dict | None = None) -> None:
+                 name: str = DEFAULT_MODEL_NAME, int8: bool = False, query_adapter: dict | None = None) -> None:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no rayon pool for encode_batch
         from tokenizers import Tokenizer
 
         onnx_dir = Path(onnx_dir)
         path = onnx_dir / (INT8 if int8 else FP32)
-        hint = f"export it with: python -m indexer export-onnx --out {onnx_dir}"
+        hint = f"export it with: python -m indexer export-onnx --to {onnx_dir}"
         if not path.is_file() or not (onnx_dir / META).is_file():
             raise OnnxModelMissing(f"no exported ONNX model at {path}; {hint}")
         meta = json.loads((onnx_dir / META).read_text())
         if meta.get("model") != name:
             raise OnnxModelMissing(f"the ONNX model at {path} is {meta.get('model')!r}, not {name!r}; {hint}")
-        if source_sha256 is not None and meta.get("source_sha256") != source_sha256:
-            raise OnnxModelMissing(f"the ONNX model at {path} was exported from other weights than the query "
-                                   f"encoder's (a query adapter added, changed or removed since); {hint}")
+        if meta.get("query_adapter") != query_adapter:
+            raise OnnxModelMissing(f"the ONNX model at {path} was exported with other weights than the query "
+                                   f"encoder's (query adapter {meta.get('query_adapter')} exported, "
+                                   f"{query_adapter} wanted; REPORTQA_QUERY_ADAPTER); {hint}")
         if not int8 and (onnx_dir / FUSED).is_file():
             path = onnx_dir / FUSED
         elif not int8:

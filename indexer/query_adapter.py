@@ -13,9 +13,9 @@ What ships is small (package data, `indexer/query_adapter/`): the adapter pairs 
 `query_adapter.json`, which records the base weights' checksum, the rank and scale, what it was trained on (file
 checksums) and how. Here it is only read: merged into the base weights once into a plain sentence-transformers
 model directory (`query_model_dir`, kept under the index's `encoders/`), which the torch encoder loads and
-`python -m indexer export-onnx` exports to ONNX Runtime, like the plain model. The merged weights are written the
-same way every time, so their checksum names them: an ONNX export records it, and the service refuses an export
-of other weights (service.state). A calibration records the adapter it was fitted with (`fingerprint`); one
+`python -m indexer export-onnx` exports to ONNX Runtime, like the plain model, into a directory of its own
+(`onnx_dir`). The export records the adapter's fingerprint, and the service refuses an export made with another
+adapter or none (service.state). A calibration records the adapter it was fitted with (`fingerprint`); one
 fitted with another (or none) is refused (service.ask.calibration).
 """
 
@@ -61,6 +61,9 @@ def read_adapter(adapter_dir: Path | None = None, model_dir: Path | None = None)
         data = (adapter_dir / WEIGHTS).read_bytes()
     except (OSError, ValueError) as e:
         raise QueryAdapterError(f"no readable query adapter in {adapter_dir} ({META}, {WEIGHTS}): {e}") from e
+    if not isinstance(meta, dict) or not all(k in meta for k in ("lora_rank", "lora_alpha", "adapter_sha256",
+                                                                  "base_sha256")):
+        raise QueryAdapterError(f"{adapter_dir / META} is not a query adapter's description")
     if meta.get("format") != FORMAT:
         raise QueryAdapterError(f"{adapter_dir / META} has format {meta.get('format')!r}; this code reads {FORMAT}")
     if hashlib.sha256(data).hexdigest() != meta.get("adapter_sha256"):
@@ -88,9 +91,12 @@ def merge_pairs(base: dict[str, np.ndarray], pairs: dict[str, np.ndarray], scale
             key = weight_name(i, path, name)
             if key not in out:
                 raise QueryAdapterError(f"the adapter changes {key}, which the base model does not have")
-            a = pairs[f"layer.{i}.{path}.{name}.A"].astype(np.float32)
-            b = pairs[f"layer.{i}.{path}.{name}.B"].astype(np.float32)
-            out[key] = (out[key].astype(np.float32) + scale * (b @ a)).astype(np.float32)
+            try:
+                a = pairs[f"layer.{i}.{path}.{name}.A"].astype(np.float32)
+                b = pairs[f"layer.{i}.{path}.{name}.B"].astype(np.float32)
+                out[key] = (out[key].astype(np.float32) + scale * (b @ a)).astype(np.float32)
+            except (KeyError, ValueError) as e:  # a pair missing, or of the wrong shape
+                raise QueryAdapterError(f"the adapter's pair for {key} is missing or does not fit: {e}") from e
     return out
 
 
@@ -98,8 +104,12 @@ def merged_weights(adapter_dir: Path, model_dir: Path, meta: dict) -> dict[str, 
     """The base model's tensors with the adapter of `adapter_dir` merged in (scale α/r from its meta)."""
     from safetensors.numpy import load_file
 
-    return merge_pairs(load_file(str(Path(model_dir) / "model.safetensors")),
-                       load_file(str(Path(adapter_dir) / WEIGHTS)), float(meta["lora_alpha"]) / int(meta["lora_rank"]))
+    try:
+        pairs = load_file(str(Path(adapter_dir) / WEIGHTS))
+    except Exception as e:  # safetensors raises its own errors on a damaged file
+        raise QueryAdapterError(f"cannot read {Path(adapter_dir) / WEIGHTS}: {e}") from e
+    return merge_pairs(load_file(str(Path(model_dir) / "model.safetensors")), pairs,
+                       float(meta["lora_alpha"]) / int(meta["lora_rank"]))
 
 
 def query_model_dir(cache: Path, adapter_dir: Path | None = None, model_dir: Path | None = None) -> Path:
@@ -141,6 +151,15 @@ def resolve(setting: str | Path | None, model_dir: Path | None = None) -> tuple[
         return None
     path = None if setting is None or str(setting) == "packaged" else Path(setting)
     return read_adapter(path, model_dir)
+
+
+def onnx_dir(index_root: Path, fp: dict | None) -> Path:
+    """Where `python -m indexer export-onnx` puts, and the service looks for, the ONNX export of the query encoder
+    with the adapter of fingerprint `fp`: one directory per adapter (`encoders/onnx` for the plain model, as
+    before adapters), so that exports for two adapters, or a service of an older release reading the plain one,
+    never meet in one directory."""
+    base = Path(index_root) / "encoders"
+    return base / "onnx" if fp is None else base / f"onnx-query-{fp['adapter_sha256'][:12]}"
 
 
 def query_embedder(base, cache: Path, setting: str | Path | None = "packaged", threads: int | None = None):

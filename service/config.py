@@ -29,7 +29,8 @@ class Settings(BaseSettings):
                                  "together, the first waiting at most this long for others (0: off)")
     batch_max: int = Field(16, ge=1, le=256, description="torch encoder: most queries encoded in one batch")
     onnx_dir: Path | None = Field(None, description="exported ONNX model (python -m indexer export-onnx); "
-                                                    "default: <index_dir>/encoders/onnx")
+                                                    "default: <index_dir>/encoders/onnx-query-<adapter> (onnx "
+                                                    "without a query adapter)")
     query_adapter: str = Field("packaged", description="questions are encoded with this query adapter "
                                "(indexer.query_adapter, fitted to the report's passages): packaged (the one shipped "
                                "with the code), a directory (python -m eval query-adapter --save), or none (the "
@@ -75,8 +76,12 @@ class Settings(BaseSettings):
     qdrant_alias: str = Field("reportqa", description="the alias naming the collection to serve")
     qdrant_exact: bool = Field(True, description="exact scoring (as FAISS Flat); false: Qdrant's HNSW")
 
-    def onnx_path(self) -> Path:
-        return self.onnx_dir or self.index_dir / "encoders" / "onnx"
+    def onnx_path(self, query_adapter: dict | None = None) -> Path:
+        """REPORTQA_ONNX_DIR, else the export of the query encoder with this adapter (its fingerprint; None: the
+        plain model) under the index root (indexer.query_adapter.onnx_dir)."""
+        from indexer.query_adapter import onnx_dir
+
+        return self.onnx_dir or onnx_dir(self.index_dir, query_adapter)
 
     def api_key_list(self) -> list[str]:
         raw = self.api_keys.get_secret_value() if self.api_keys else ""

@@ -57,7 +57,7 @@ def default_alpha(embedder) -> float:
 
 @dataclass(frozen=True)
 class FusionConfig:
-    """How hybrid mode combines the two retrievers (chosen on the eval dev split, see README)."""
+    """How hybrid mode combines the two retrievers (chosen on the tuning sets, see README; alpha: default_alpha)."""
 
     method: str = "minmax"  # "minmax" (convex combination of min-max normalized scores) | "rrf"
     sentence_weight: float = 0.5  # dense score = (1-w)·cos(chunk) + w·max cos(sentence of the chunk)
@@ -151,7 +151,7 @@ class Retriever:
                  cache_size: int = 2048, store: VectorStore | None = None) -> None:
         self.index = index
         self.embedder = embedder
-        self.fusion = fusion or FusionConfig()
+        self.fusion = fusion or FusionConfig(alpha=default_alpha(embedder))  # the default for this query encoder
         self.chunks = index.chunks  # a sequence of chunk dicts, parsed on access
         self.store: VectorStore = store or FaissStore(index.dense, index.manifest.get("dense"),
                                                         vectors=index.chunk_vectors)

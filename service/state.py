@@ -82,23 +82,32 @@ def probe(snapshot: Snapshot, n: int) -> None:
                                  f"({type(e).__name__}: {e}); {hint}") from e
 
 
-def query_encoder(s: Settings) -> tuple[Path, dict | None]:
-    """(the model directory questions are encoded with, the query adapter's fingerprint or None): the base model
-    (REPORTQA_MODEL_DIR, else bundled), with the query adapter REPORTQA_QUERY_ADAPTER names merged in
-    (indexer.query_adapter; made once under <index_dir>/encoders)."""
-    from indexer.embed import bundled_model_dir
-    from indexer.query_adapter import QueryAdapterError, fingerprint, query_model_dir, resolve
+def query_adapter_of(s: Settings) -> tuple[Path, dict] | None:
+    """The query adapter REPORTQA_QUERY_ADAPTER names, read and checked (indexer.query_adapter), or None."""
+    from indexer.query_adapter import QueryAdapterError, resolve
 
-    base = Path(s.model_dir) if s.model_dir else bundled_model_dir()
     try:
-        found = resolve(s.query_adapter, base)
-        if found is None:
-            return base, None
-        adapter_dir, meta = found
-        return query_model_dir(s.index_dir / "encoders", adapter_dir, base), fingerprint(meta)
+        return resolve(s.query_adapter, s.model_dir)
     except (QueryAdapterError, OSError) as e:
-        raise IndexLoadError(f"cannot load the query adapter ({s.query_adapter}): {e}; REPORTQA_QUERY_ADAPTER=none "
-                             "serves the plain model") from e
+        raise IndexLoadError(f"cannot load the query adapter ({s.query_adapter}): {e}") from e
+
+
+def torch_query_model(s: Settings, adapter_dir: Path) -> Path:
+    """The base weights with the adapter merged in, for the torch encoder: made once under <index root>/encoders
+    (where `python -m indexer export-onnx` makes it too), or, when that cannot be written (a read-only index
+    volume), under the reader's cache."""
+    from indexer.query_adapter import QueryAdapterError, query_model_dir
+    from service.ask.reader import default_cache
+
+    try:
+        return query_model_dir(s.index_dir / "encoders", adapter_dir, s.model_dir)
+    except OSError:
+        try:
+            return query_model_dir(s.reader_cache or default_cache(), adapter_dir, s.model_dir)
+        except (QueryAdapterError, OSError) as e:
+            raise IndexLoadError(f"cannot merge the query adapter into the model: {e}") from e
+    except QueryAdapterError as e:
+        raise IndexLoadError(f"cannot merge the query adapter into the model: {e}") from e
 
 
 class Resources:
@@ -132,33 +141,34 @@ class Resources:
 
     def _embedder(self) -> Embedder:
         if self.embedder is None:  # once per process; reloads reuse it
-            s = self.settings
-            model_dir, adapter = query_encoder(s)
-            from indexer.onnx_embed import weights_digest
+            from indexer.query_adapter import fingerprint
 
-            digest = weights_digest(model_dir)  # the ONNX export must be of these weights
+            s = self.settings
+            adapter = query_adapter_of(s)
+            fp = fingerprint(adapter[1]) if adapter else None
+            onnx_dir = s.onnx_path(fp)
             kind = s.encoder
             if kind == "auto":
                 from indexer.onnx_embed import onnx_export_ready
 
-                kind = "onnx" if onnx_export_ready(s.onnx_path(), s.model_name, digest) else "torch"
+                kind = "onnx" if onnx_export_ready(onnx_dir, s.model_name, fp) else "torch"
                 if kind == "torch":
-                    self.encoder_note = (f"no ONNX export of the query encoder at {s.onnx_path()} (python -m "
-                                         "indexer export-onnx): encoding with torch")
+                    self.encoder_note = (f"no ONNX export of the query encoder at {onnx_dir} (python -m indexer "
+                                         "export-onnx): encoding with torch")
                     log.warning(self.encoder_note)
             if kind == "torch":
+                model_dir = torch_query_model(s, adapter[0]) if adapter else s.model_dir
                 torch_encoder = SentenceTransformerEmbedder(model_dir, threads=s.torch_threads, name=s.model_name,
-                                                            query_adapter=adapter)
+                                                            query_adapter=fp)
                 # one query costs ~12 ms alone and ~6 ms inside a batch: concurrent requests' queries share calls
                 self.embedder = (MicroBatcher(torch_encoder, max_batch=s.batch_max, max_wait_ms=s.batch_wait_ms)
                                  if s.batch_wait_ms > 0 else torch_encoder)
             else:
                 from indexer.onnx_embed import OnnxEmbedder, OnnxModelMissing
 
-                try:
-                    self.embedder = OnnxEmbedder(s.onnx_path(), model_dir, threads=s.onnx_threads,
-                                                 name=s.model_name, int8=kind == "onnx-int8", source_sha256=digest,
-                                                 query_adapter=adapter)
+                try:  # the tokenizer is the base model's: an adapter changes weights only
+                    self.embedder = OnnxEmbedder(onnx_dir, s.model_dir, threads=s.onnx_threads, name=s.model_name,
+                                                 int8=kind == "onnx-int8", query_adapter=fp)
                 except OnnxModelMissing as e:
                     raise IndexLoadError(str(e)) from e
             self.encoder_kind = kind

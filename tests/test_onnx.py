@@ -6,26 +6,30 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from indexer.query_adapter import fingerprint, read_adapter
 from tests.conftest import ROOT, make_client
 
 pytestmark = pytest.mark.slow
 
+# what the service encodes questions with: the packaged query adapter's fingerprint, recorded in the export
+ADAPTER = fingerprint(read_adapter()[1])
 TEXTS = ["Who chairs the OpenInfra Foundation board?", "kata containers 3.0",
          "How many people attended OpenInfra Days China in Beijing, and which companies sponsored it?"]
 
 
 @pytest.fixture(scope="module")
-def onnx_dir(tmp_path_factory, query_model):
+def onnx_dir(tmp_path_factory, query_model, query_embedder):
     from indexer.onnx_embed import export_onnx
 
-    return export_onnx(tmp_path_factory.mktemp("onnx") / "onnx", query_model)
+    return export_onnx(tmp_path_factory.mktemp("onnx") / "onnx", query_model,
+                       query_adapter=query_embedder.query_adapter)
 
 
-def test_export_is_reused_when_up_to_date(onnx_dir, query_model):
+def test_export_is_reused_when_up_to_date(onnx_dir, query_model, query_embedder):
     from indexer.onnx_embed import FP32, export_onnx
 
     before = (onnx_dir / FP32).stat().st_mtime_ns
-    assert export_onnx(onnx_dir, query_model) == onnx_dir
+    assert export_onnx(onnx_dir, query_model, query_adapter=query_embedder.query_adapter) == onnx_dir
     assert (onnx_dir / FP32).stat().st_mtime_ns == before
 
 
@@ -33,15 +37,15 @@ def test_onnx_vectors_match_torch(onnx_dir, query_embedder):
     from indexer.onnx_embed import OnnxEmbedder
 
     ref = query_embedder.encode(TEXTS)
-    fp32 = OnnxEmbedder(onnx_dir)
+    fp32 = OnnxEmbedder(onnx_dir, query_adapter=ADAPTER)
     v = fp32.encode(TEXTS, batch_size=2)
     assert v.shape == ref.shape and v.dtype == np.float32
     assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     assert (v * ref).sum(1).min() > 0.9999  # the same model: float rounding only
     assert [fp32.count_pieces(t) for t in TEXTS] == [query_embedder.count_pieces(t) for t in TEXTS]
-    int8 = OnnxEmbedder(onnx_dir, int8=True).encode(TEXTS)
+    int8 = OnnxEmbedder(onnx_dir, query_adapter=ADAPTER, int8=True).encode(TEXTS)
     assert (int8 * ref).sum(1).min() > 0.9  # quantized: close, not equal
-    assert OnnxEmbedder(onnx_dir).encode([]).shape == (0, ref.shape[1])
+    assert OnnxEmbedder(onnx_dir, query_adapter=ADAPTER).encode([]).shape == (0, ref.shape[1])
 
 
 def test_service_with_the_onnx_encoder_ranks_like_torch(real_index, client, onnx_dir):
@@ -77,7 +81,7 @@ def test_the_fused_model_is_served_and_batches_give_the_single_vectors(onnx_dir,
     text alone and for texts of different lengths padded into one batch."""
     from indexer.onnx_embed import FUSED, OnnxEmbedder
 
-    fp32 = OnnxEmbedder(onnx_dir)
+    fp32 = OnnxEmbedder(onnx_dir, query_adapter=ADAPTER)
     assert fp32.path.name == FUSED
     texts = TEXTS + ["a", "the board " * 60]
     ref = query_embedder.encode(texts)
@@ -96,7 +100,7 @@ def test_the_fast_tokenizer_gives_the_transformers_wrapper_word_pieces(onnx_dir)
     from indexer.embed import bundled_model_dir
     from indexer.onnx_embed import INPUTS, OnnxEmbedder
 
-    enc = OnnxEmbedder(onnx_dir)
+    enc = OnnxEmbedder(onnx_dir, query_adapter=ADAPTER)
     wrapper = AutoTokenizer.from_pretrained(str(bundled_model_dir()))
     texts = TEXTS + ["", "naïve café’s 3,000 résumés — OpenInfra’s CI/CD", "word " * 300]
     for batch in ([t] for t in texts):
@@ -122,7 +126,7 @@ def test_an_export_of_other_weights_than_the_query_encoder_is_never_served(real_
     with make_client(real_index, None, encoder="onnx", onnx_dir=plain) as c:
         r = c.get("/readyz")
         assert r.status_code == 503 and "other weights" in r.json()["detail"]
-        assert "python -m indexer export-onnx" in r.json()["detail"]
+        assert f"python -m indexer export-onnx --to {plain}" in r.json()["detail"]
     with make_client(real_index, None, onnx_dir=plain, batch_wait_ms=0) as c:
         encoder = c.get("/v1/index").json()["encoder"]
         assert encoder["kind"] == "torch" and "python -m indexer export-onnx" in encoder["note"]
@@ -167,7 +171,7 @@ def test_a_concurrent_query_uses_the_one_thread_session_with_the_same_vectors(on
     encoded on a one-thread session; both give the same vectors, bit for bit."""
     from indexer.onnx_embed import OnnxEmbedder
 
-    emb = OnnxEmbedder(onnx_dir, threads=2)
+    emb = OnnxEmbedder(onnx_dir, query_adapter=ADAPTER, threads=2)
     assert emb._single is not emb._session
     assert emb._session.get_session_options().intra_op_num_threads == 2
     assert emb._single.get_session_options().intra_op_num_threads == 1
@@ -186,5 +190,5 @@ def test_a_concurrent_query_uses_the_one_thread_session_with_the_same_vectors(on
     emb._busy = 0
     assert used == ["_single"] * 3
     np.testing.assert_array_equal(alone, together)
-    single = OnnxEmbedder(onnx_dir, threads=1)
+    single = OnnxEmbedder(onnx_dir, query_adapter=ADAPTER, threads=1)
     assert single._single is single._session

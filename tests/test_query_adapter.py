@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import EXTERNAL_DIR, ROOT, needs_external
 
 
 def test_the_packaged_adapter_is_checked_and_made_for_the_bundled_weights(tmp_path):
@@ -53,7 +54,8 @@ def test_the_merged_model_is_the_same_every_time_and_is_base_plus_the_change(tmp
 
     a, b = query_model_dir(tmp_path / "a"), query_model_dir(tmp_path / "b")
     assert a.name == b.name and weights_digest(a) == weights_digest(b)
-    assert query_model_dir(tmp_path / "a") == a  # made once
+    made = (a / "model.safetensors").stat().st_mtime_ns
+    assert query_model_dir(tmp_path / "a") == a and (a / "model.safetensors").stat().st_mtime_ns == made  # made once
     assert not list((tmp_path / "a").glob(".query-model-*"))  # no temporary left behind
     base = load_file(str(bundled_model_dir() / "model.safetensors"))
     merged = load_file(str(a / "model.safetensors"))
@@ -67,6 +69,74 @@ def test_the_merged_model_is_the_same_every_time_and_is_base_plus_the_change(tmp
     untouched = "encoder.layer.2.attention.output.LayerNorm.weight"
     assert np.array_equal(merged[untouched], base[untouched])
     assert (a / "tokenizer.json").read_bytes() == (bundled_model_dir() / "tokenizer.json").read_bytes()
+
+
+def test_a_damaged_adapter_is_a_clear_error(tmp_path):
+    from indexer.query_adapter import META, PACKAGED_DIR, WEIGHTS, QueryAdapterError, read_adapter
+
+    bad = tmp_path / "bad"
+    shutil.copytree(PACKAGED_DIR, bad)
+    (bad / META).write_text("[1, 2]")
+    with pytest.raises(QueryAdapterError, match="not a query adapter"):
+        read_adapter(bad)
+    shutil.copy(PACKAGED_DIR / META, bad / META)
+    (bad / WEIGHTS).write_bytes(b"not safetensors")
+    with pytest.raises(QueryAdapterError, match="checksum"):
+        read_adapter(bad)
+
+
+def test_the_onnx_export_of_each_adapter_has_its_own_directory(tmp_path):
+    from indexer.query_adapter import fingerprint, onnx_dir, read_adapter
+
+    fp = fingerprint(read_adapter()[1])
+    assert onnx_dir(tmp_path, None) == tmp_path / "encoders" / "onnx"  # where exports before adapters are
+    assert onnx_dir(tmp_path, fp).parent == tmp_path / "encoders" and onnx_dir(tmp_path, fp) != onnx_dir(tmp_path, None)
+    assert onnx_dir(tmp_path, {**fp, "adapter_sha256": "f" * 64}) != onnx_dir(tmp_path, fp)
+
+
+def test_the_torch_encoder_merges_into_the_cache_when_the_index_is_read_only(tmp_path, monkeypatch):
+    import indexer.query_adapter as qa
+    from service.config import Settings
+    from service.state import torch_query_model
+
+    made = []
+
+    def fake(cache, adapter_dir=None, model_dir=None):
+        if Path(cache) == tmp_path / "index" / "encoders":
+            raise PermissionError("read-only file system")
+        made.append(Path(cache))
+        return Path(cache) / "query-model"
+
+    monkeypatch.setattr(qa, "query_model_dir", fake)
+    s = Settings(index_dir=tmp_path / "index", reader_cache=tmp_path / "cache")
+    assert torch_query_model(s, qa.PACKAGED_DIR) == tmp_path / "cache" / "query-model"
+    assert made == [tmp_path / "cache"]
+
+
+def test_a_calibration_is_refused_with_another_fusion():
+    from dataclasses import replace
+
+    from service.ask.calibration import PACKAGED, Calibration, CalibrationError
+    from service.retrieval import ALPHA_ADAPTED, FusionConfig
+
+    cal = Calibration.load(PACKAGED)
+    assert cal.fitted_for["fusion"]["alpha"] == ALPHA_ADAPTED
+    cal.verify_fusion(FusionConfig(alpha=ALPHA_ADAPTED))
+    with pytest.raises(CalibrationError, match="alpha 0.7 fitted, 0.5 served"):
+        cal.verify_fusion(FusionConfig(alpha=0.5))
+    with pytest.raises(CalibrationError, match="sentence_weight"):
+        cal.verify_fusion(replace(FusionConfig(alpha=ALPHA_ADAPTED), sentence_weight=0.25))
+    replace(cal, fitted_for={k: v for k, v in cal.fitted_for.items() if k != "fusion"}).verify_fusion(
+        FusionConfig(alpha=0.5))  # fitted before fusions were recorded: not checked
+
+
+def test_the_default_alpha_follows_the_query_encoder(fake_index, fake_embedder, query_embedder):
+    from indexer.store import load_index
+    from service.retrieval import ALPHA_ADAPTED, ALPHA_PLAIN, Retriever
+
+    index = load_index(fake_index)
+    assert Retriever(index, fake_embedder).fusion.alpha == ALPHA_PLAIN
+    assert Retriever(index, query_embedder).fusion.alpha == ALPHA_ADAPTED
 
 
 def test_a_calibration_is_refused_with_another_query_encoder():
@@ -118,8 +188,32 @@ def test_training_saves_what_it_scored(tmp_path, real_index):
     assert (served.encode(texts) * ref).sum(1).min() > 0.9999
 
 
-def test_the_trainer_refuses_tuning_and_reported_sets():
+@needs_external
+def test_the_trainer_refuses_tuning_and_reported_sets(tmp_path, capsys):
     from eval.cli import main
 
     assert main(["query-adapter", "--train", "report:dev", "--no-progress"]) == 2
-    assert main(["query-adapter", "--train", "eval/datasets/helpers-a,report-external:all", "--no-progress"]) == 2
+    assert "never trains on the tuning or reported sets (report:dev)" in capsys.readouterr().err
+    copy = tmp_path / "renamed"  # the other author's set under another name: refused by its files' checksums
+    copy.mkdir()
+    for name in ("questions.jsonl", "unanswerable.jsonl"):
+        shutil.copy(EXTERNAL_DIR / name, copy / name)
+    assert main(["query-adapter", "--train", f"eval/datasets/helpers-a,{copy}", "--no-progress"]) == 2
+    assert "renamed:all" in capsys.readouterr().err
+
+
+def test_training_drops_questions_a_guarded_set_asks(fake_index):
+    """The helper sets repeat a few questions of the tuning and reported sets; those are never trained on."""
+    from eval.datasets import Dataset, Query
+    from eval.query_adapter import normalized, training_items
+    from indexer.store import load_index
+    from service.retrieval import Retriever
+
+    retriever = Retriever(load_index(fake_index), None)
+    asked = [Query("h1", "Who chairs the OpenInfra Asia advisory board?", answers=["Kata Containers"]),
+             Query("h2", "Which project released 3.0?", answers=["Kata Containers"])]
+    ds = Dataset("helpers-x", "all", asked, "anchor")
+    assert len(training_items([ds], retriever)) == 2
+    kept = training_items([ds], retriever, {normalized("who chairs the OpenInfra Asia advisory board")})
+    assert [t for t, _, _ in kept] == ["Which project released 3.0?"]
+    assert normalized("  Who's  THE chair? ") == "who s the chair"

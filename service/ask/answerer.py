@@ -87,8 +87,9 @@ class Answerer:
     def __init__(self, retriever: Retriever, calibration: Calibration | None, reader: Reader | None = None) -> None:
         if calibration is not None:  # never a reader feature of 0 where the fit expected the reader's scores
             calibration.verify_reader(reader.fingerprint if reader is not None else None)
-            # nor cosines of questions encoded otherwise than in the fit
+            # nor cosines of questions encoded, or candidates ranked, otherwise than in the fit
             calibration.verify_query_adapter(getattr(retriever.embedder, "query_adapter", None))
+            calibration.verify_fusion(retriever.fusion)
         self.r = retriever
         self.cal = calibration
         self.reader = reader

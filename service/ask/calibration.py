@@ -98,7 +98,7 @@ class Calibration:
         /v1/ask answers (the HTTP surface is exercised) instead of refusing with a 503."""
         fitted_for = {**self.fitted_for, "model": (manifest.get("model") or {}).get("name"),
                       "chunker": manifest.get("chunker"), "index_version": manifest.get("index_version"),
-                      "query_adapter": None}  # the fake embedder encodes questions without one
+                      "query_adapter": None, "fusion": None}  # the fake embedder: no adapter, its default α
         return replace(self, fitted_for=fitted_for)
 
     def verify(self, manifest: dict) -> None:
@@ -155,6 +155,19 @@ class Calibration:
             raise CalibrationError(f"{self.path or 'the calibration'} was fitted with questions encoded by "
                                    f"{said(fitted)}; the service encodes them with {said(fingerprint)} "
                                    f"(REPORTQA_QUERY_ADAPTER); {FIT_HINT}")
+
+    def verify_fusion(self, fusion) -> None:
+        """Refuse a calibration fitted with another hybrid fusion than the retriever's (`fusion`, a FusionConfig):
+        the candidates and their scores, and so the features, would not be those of the fit. (A calibration that
+        records no fusion, fitted before it was recorded, is not checked.)"""
+        fitted = self.fitted_for.get("fusion")
+        if fitted is None:
+            return
+        diff = {k: (v, getattr(fusion, k, None)) for k, v in fitted.items() if getattr(fusion, k, None) != v}
+        if diff:
+            said = "; ".join(f"{k} {a!r} fitted, {b!r} served" for k, (a, b) in sorted(diff.items()))
+            raise CalibrationError(f"{self.path or 'the calibration'} was fitted with another hybrid fusion ({said}; "
+                                   f"REPORTQA_FUSION_ALPHA, REPORTQA_SENTENCE_WEIGHT); {FIT_HINT}")
 
     def describe(self) -> dict:
         """What GET /v1/index reports."""
