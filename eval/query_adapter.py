@@ -141,6 +141,7 @@ def low_rank_change(model, model_dir, rank: int) -> dict[str, np.ndarray]:
     import torch
     from safetensors.numpy import load_file
 
+    from indexer.lowrank import factor
     from indexer.query_adapter import TARGETS, weight_name
 
     base = load_file(str(model_dir / "model.safetensors"))
@@ -150,12 +151,8 @@ def low_rank_change(model, model_dir, rank: int) -> dict[str, np.ndarray]:
         for i in range(len(model[0].auto_model.encoder.layer)):
             for path, name in TARGETS:
                 key = weight_name(i, path, name)
-                delta = tuned[key].detach() - torch.from_numpy(base[key].astype(np.float32))
-                u, s, vt = torch.linalg.svd(delta, full_matrices=False)
-                # C order: SVD's factors come column-major, and safetensors writes the buffer as it lies
-                out[f"layer.{i}.{path}.{name}.A"] = np.ascontiguousarray(vt[:rank].numpy(), dtype=np.float16)
-                out[f"layer.{i}.{path}.{name}.B"] = np.ascontiguousarray((u[:, :rank] * s[:rank]).numpy(),
-                                                                         dtype=np.float16)
+                a, b = factor(tuned[key].detach() - torch.from_numpy(base[key].astype(np.float32)), rank)
+                out[f"layer.{i}.{path}.{name}.A"], out[f"layer.{i}.{path}.{name}.B"] = a, b
     return out
 
 

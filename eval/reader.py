@@ -129,6 +129,7 @@ def low_rank_delta(model, model_dir, rank: int) -> dict[str, np.ndarray]:
     report-external AUROC 0.726 vs 0.729 unchanged; rank 8: 0.655)."""
     import torch
 
+    from indexer.lowrank import factor
     from service.ask.reader import TARGETS, cross_encoder, targets
 
     base = cross_encoder(model_dir, layers=len(model.bert.encoder.layer))
@@ -136,11 +137,8 @@ def low_rank_delta(model, model_dir, rank: int) -> dict[str, np.ndarray]:
     with torch.no_grad():
         for i, (lb, lf) in enumerate(zip(base.bert.encoder.layer, model.bert.encoder.layer, strict=True)):
             for (path, name), (ob, _), (of, _) in zip(TARGETS, targets(lb), targets(lf), strict=True):
-                u, s, vt = torch.linalg.svd(getattr(of, name).weight - getattr(ob, name).weight, full_matrices=False)
-                # C order: SVD's factors come column-major, and safetensors writes the buffer as it lies
-                out[f"layer.{i}.{path}.{name}.A"] = np.ascontiguousarray(vt[:rank].numpy(), dtype=np.float16)
-                out[f"layer.{i}.{path}.{name}.B"] = np.ascontiguousarray((u[:, :rank] * s[:rank]).numpy(),
-                                                                         dtype=np.float16)
+                a, b = factor(getattr(of, name).weight - getattr(ob, name).weight, rank)
+                out[f"layer.{i}.{path}.{name}.A"], out[f"layer.{i}.{path}.{name}.B"] = a, b
     out["head.weight"] = model.head.weight.detach().numpy().astype(np.float32)
     out["head.bias"] = model.head.bias.detach().numpy().astype(np.float32)
     return out

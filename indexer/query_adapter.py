@@ -30,12 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
+from indexer.lowrank import TARGETS  # the projections that carry the change
+
 FORMAT = 1
 PACKAGED_DIR = Path(__file__).resolve().parent / "query_adapter"
 META, WEIGHTS = "query_adapter.json", "adapter.safetensors"
-# (module path inside one BERT layer, attribute): the projections that carry the change
-TARGETS = (("attention.self", "query"), ("attention.self", "key"), ("attention.self", "value"),
-           ("attention.output", "dense"), ("intermediate", "dense"), ("output", "dense"))
 NONE = "none"  # the setting that serves the plain model
 
 

@@ -31,15 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
+from indexer.lowrank import TARGETS  # the projections that carry an adapter
+
 log = logging.getLogger(__name__)
 
 FORMAT = 1
 PACKAGED_DIR = Path(__file__).resolve().parent / "reader"
 META, WEIGHTS = "reader.json", "adapter.safetensors"
 MAX_PIECES = 128
-# (module path inside one BERT layer, attribute): the projections that carry an adapter
-TARGETS = (("attention.self", "query"), ("attention.self", "key"), ("attention.self", "value"),
-           ("attention.output", "dense"), ("intermediate", "dense"), ("output", "dense"))
 # How the served graph is made: int8 weights per output channel, matrix products only. Logits within 0.29 of
 # fp32's on average (corr 0.991; per-tensor, quantize_dynamic's default: 0.56, corr 0.969), at the same speed.
 QUANTIZE = {"per_channel": True, "op_types_to_quantize": ["MatMul"]}
