@@ -95,10 +95,17 @@ def _targets(args, dataset: Dataset, modes: list[str]):
         if not has_index(index_dir):
             index_dir = cached_index(args.corpus, args.cache, "report", embedder)
     questions = _query_embedder(args, dataset, embedder)
-    if args.alpha is None:  # the service's default for this query encoder
-        from service.retrieval import default_alpha
+    # what the flags leave open is what the service would use: REPORTQA_FUSION_ALPHA / REPORTQA_SENTENCE_WEIGHT,
+    # else its default for this query encoder (so a calibration is fitted with the fusion it will be served with)
+    from service.config import Settings
+    from service.retrieval import default_alpha
 
-        fusion = replace(fusion, alpha=default_alpha(questions))
+    served = Settings()
+    if getattr(args, "sentence_weight", None) is None:
+        fusion = replace(fusion, sentence_weight=served.sentence_weight)
+    if args.alpha is None:
+        fusion = replace(fusion, alpha=served.fusion_alpha if served.fusion_alpha is not None
+                         else default_alpha(questions))
     main = InProcessTarget(index_dir, embedder=questions, fusion=fusion, calibration=getattr(args, "calibration", None))
     targets = {m: main for m in modes if m != "naive"}
     if "naive" in modes:
@@ -169,7 +176,8 @@ def cmd_run(args) -> int:
     meta = {"dataset": dataset.name, "split": dataset.split, "queries": len(dataset.queries),
             "target": args.url or "in-process", "index_version": getattr(first, "index_version", None),
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "k": args.k,
-            "fusion": None if args.url else asdict(_fusion(args))}
+            "fusion": None if args.url else asdict(first.retriever.fusion if hasattr(first, "retriever")
+                                                   else _fusion(args))}
     if "ask" in modes and "ask" in targets:
         cal = targets["ask"].calibration_info()
         meta["calibration"] = {k: cal.get(k) for k in ("path", "threshold", "fitted_at", "error") if k in cal}

@@ -171,16 +171,19 @@ def padded_tokenizer(model_dir: Path, max_pieces: int):
     return tok
 
 
-def onnx_export_ready(onnx_dir: Path, name: str = DEFAULT_MODEL_NAME, query_adapter: dict | None = None) -> bool:
+def onnx_export_ready(onnx_dir: Path, name: str = DEFAULT_MODEL_NAME, query_adapter: dict | None = None,
+                      base_sha256: str | None = None) -> bool:
     """Whether `onnx_dir` holds an export of the model `name` (fp32 and int8; the fused file is used when
     there, an older export without it still serves) with the query adapter `query_adapter` merged in (its
-    fingerprint; None: the plain model, as every export made before query adapters)."""
+    fingerprint, which names the base weights too; None: the plain model, whose weights must then have the
+    checksum `base_sha256` when given)."""
     onnx_dir = Path(onnx_dir)
     try:
         meta = json.loads((onnx_dir / META).read_text())
     except (OSError, ValueError):
         return False
     return (meta.get("model") == name and meta.get("query_adapter") == query_adapter
+            and (query_adapter is not None or base_sha256 is None or meta.get("source_sha256") == base_sha256)
             and (onnx_dir / FP32).is_file() and (onnx_dir / INT8).is_file())
 
 
@@ -188,7 +191,8 @@ class OnnxEmbedder:
     """all-MiniLM-L6-v2 on ONNX Runtime (fp32, fused when the export has it; or `int8=True`)."""
 
     def __init__(self, onnx_dir: Path, model_dir: Path | None = None, threads: int | None = None,
-                 name: str = DEFAULT_MODEL_NAME, int8: bool = False, query_adapter: dict | None = None) -> None:
+                 name: str = DEFAULT_MODEL_NAME, int8: bool = False, query_adapter: dict | None = None,
+                 base_sha256: str | None = None) -> None:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no rayon pool for encode_batch
         from tokenizers import Tokenizer
 
@@ -200,6 +204,10 @@ class OnnxEmbedder:
         meta = json.loads((onnx_dir / META).read_text())
         if meta.get("model") != name:
             raise OnnxModelMissing(f"the ONNX model at {path} is {meta.get('model')!r}, not {name!r}; {hint}")
+        if query_adapter is None and base_sha256 is not None and meta.get("source_sha256") != base_sha256:
+            raise OnnxModelMissing(f"the ONNX model at {path} was exported from other weights than the plain "
+                                   f"model's (e.g. with a query adapter merged in, before exports recorded it); "
+                                   f"{hint}")
         if meta.get("query_adapter") != query_adapter:
             raise OnnxModelMissing(f"the ONNX model at {path} was exported with other weights than the query "
                                    f"encoder's (query adapter {meta.get('query_adapter')} exported, "

@@ -147,11 +147,17 @@ class Resources:
             adapter = query_adapter_of(s)
             fp = fingerprint(adapter[1]) if adapter else None
             onnx_dir = s.onnx_path(fp)
+            base_sha = None
+            if fp is None:  # the plain model: the export must be of its very weights (not, say, adapter-merged ones)
+                from indexer.embed import bundled_model_dir
+                from indexer.onnx_embed import weights_digest
+
+                base_sha = weights_digest(Path(s.model_dir) if s.model_dir else bundled_model_dir())
             kind = s.encoder
             if kind == "auto":
                 from indexer.onnx_embed import onnx_export_ready
 
-                kind = "onnx" if onnx_export_ready(onnx_dir, s.model_name, fp) else "torch"
+                kind = "onnx" if onnx_export_ready(onnx_dir, s.model_name, fp, base_sha) else "torch"
                 if kind == "torch":
                     self.encoder_note = (f"no ONNX export of the query encoder at {onnx_dir} (python -m indexer "
                                          "export-onnx): encoding with torch")
@@ -168,7 +174,7 @@ class Resources:
 
                 try:  # the tokenizer is the base model's: an adapter changes weights only
                     self.embedder = OnnxEmbedder(onnx_dir, s.model_dir, threads=s.onnx_threads, name=s.model_name,
-                                                 int8=kind == "onnx-int8", query_adapter=fp)
+                                                 int8=kind == "onnx-int8", query_adapter=fp, base_sha256=base_sha)
                 except OnnxModelMissing as e:
                     raise IndexLoadError(str(e)) from e
             self.encoder_kind = kind

@@ -138,6 +138,24 @@ def test_an_export_of_other_weights_than_the_query_encoder_is_never_served(real_
         assert r.status_code == 503 and "plain model" in r.json()["detail"]  # the packaged fit used the adapter
 
 
+def test_an_adapter_export_that_does_not_say_so_is_not_served_as_the_plain_model(real_index, onnx_dir, tmp_path):
+    """An export of adapter-merged weights whose meta records no adapter (as the first adapter release wrote
+    them) is refused when the plain model is asked for: its weights are not the plain model's."""
+    import json
+    import shutil
+
+    from indexer.onnx_embed import META
+
+    unsaid = tmp_path / "onnx"
+    shutil.copytree(onnx_dir, unsaid)
+    meta = json.loads((unsaid / META).read_text())
+    meta.pop("query_adapter")
+    (unsaid / META).write_text(json.dumps(meta))
+    with make_client(real_index, None, encoder="onnx", onnx_dir=unsaid, query_adapter="none") as c:
+        r = c.get("/readyz")
+        assert r.status_code == 503 and "other weights than the plain model's" in r.json()["detail"]
+
+
 def test_serving_with_onnx_does_not_import_torch(real_index, onnx_dir):
     """A worker on the ONNX encoder loads neither torch nor transformers (about 190 MB less per worker)."""
     import subprocess

@@ -128,6 +128,28 @@ def test_a_calibration_is_refused_with_another_fusion():
         cal.verify_fusion(replace(FusionConfig(alpha=ALPHA_ADAPTED), sentence_weight=0.25))
     replace(cal, fitted_for={k: v for k, v in cal.fitted_for.items() if k != "fusion"}).verify_fusion(
         FusionConfig(alpha=0.5))  # fitted before fusions were recorded: not checked
+    broken = replace(cal, fitted_for={**cal.fitted_for, "fusion": "0.7", "query_adapter": "yes"})
+    with pytest.raises(CalibrationError, match="unreadable fusion"):
+        broken.verify_fusion(FusionConfig())
+    with pytest.raises(CalibrationError, match="unreadable query adapter"):
+        broken.verify_query_adapter(None)
+
+
+@pytest.mark.slow
+def test_the_harness_fits_and_evaluates_with_the_fusion_the_service_would_serve(monkeypatch, real_index):
+    """REPORTQA_FUSION_ALPHA / REPORTQA_SENTENCE_WEIGHT reach `python -m eval` (run, calibrate) as they reach the
+    service, so a calibration refitted after changing them is fitted with what will be served."""
+    from eval.cli import _parser, _targets
+    from eval.datasets import load_report_set
+
+    args = _parser().parse_args(["calibrate", "--index", str(real_index)])
+    args.alpha, args.fusion, args.url = None, None, None
+    fusion = _targets(args, load_report_set("dev"), ["hybrid"])["hybrid"].retriever.fusion
+    assert (fusion.alpha, fusion.sentence_weight) == (0.7, 0.5)
+    monkeypatch.setenv("REPORTQA_FUSION_ALPHA", "0.6")
+    monkeypatch.setenv("REPORTQA_SENTENCE_WEIGHT", "0.25")
+    fusion = _targets(args, load_report_set("dev"), ["hybrid"])["hybrid"].retriever.fusion
+    assert (fusion.alpha, fusion.sentence_weight) == (0.6, 0.25)
 
 
 def test_the_default_alpha_follows_the_query_encoder(fake_index, fake_embedder, query_embedder):

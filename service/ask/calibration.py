@@ -149,8 +149,11 @@ class Calibration:
         fitted = self.fitted_for.get("query_adapter")
         if fitted != fingerprint:
 
-            def said(fp: dict | None) -> str:
-                return "the plain model" if fp is None else f"the query adapter {fp.get('adapter_sha256', '?')[:16]}"
+            def said(fp) -> str:
+                if fp is None:
+                    return "the plain model"
+                return f"the query adapter {str(fp.get('adapter_sha256', '?'))[:16]}" if isinstance(fp, dict) \
+                    else f"an unreadable query adapter record ({fp!r})"
 
             raise CalibrationError(f"{self.path or 'the calibration'} was fitted with questions encoded by "
                                    f"{said(fitted)}; the service encodes them with {said(fingerprint)} "
@@ -163,6 +166,9 @@ class Calibration:
         fitted = self.fitted_for.get("fusion")
         if fitted is None:
             return
+        if not isinstance(fitted, dict):
+            raise CalibrationError(f"{self.path or 'the calibration'} records an unreadable fusion ({fitted!r}); "
+                                   f"{FIT_HINT}")
         diff = {k: (v, getattr(fusion, k, None)) for k, v in fitted.items() if getattr(fusion, k, None) != v}
         if diff:
             said = "; ".join(f"{k} {a!r} fitted, {b!r} served" for k, (a, b) in sorted(diff.items()))
