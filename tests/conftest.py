@@ -98,6 +98,16 @@ def xss_corpus(tmp_path_factory) -> Path:
     return d
 
 
+def damaged_copy(src: Path, dst: Path, weights: str) -> Path:
+    """A copy of the artefact directory `src` (a reader, a query adapter) whose `weights` file has its last byte
+    flipped: what a checksum must catch."""
+    shutil.copytree(src, dst)
+    raw = bytearray((dst / weights).read_bytes())
+    raw[-1] ^= 0xFF
+    (dst / weights).write_bytes(bytes(raw))
+    return dst
+
+
 def calibrate_for_tests(root: Path) -> None:
     """A fake-embedder index gets the packaged calibration re-labelled for its model and chunker, written
     beside it, so that /v1/ask answers (its confidences mean nothing: tests of the HTTP surface only)."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import EXTERNAL_DIR, ROOT, needs_external
+from tests.conftest import EXTERNAL_DIR, ROOT, damaged_copy, needs_external
 
 
 def test_the_packaged_adapter_is_checked_and_made_for_the_bundled_weights(tmp_path):
@@ -21,13 +21,8 @@ def test_the_packaged_adapter_is_checked_and_made_for_the_bundled_weights(tmp_pa
     assert {d["dataset"] for d in meta["trained_on"]} == {f"helpers-{s}" for s in "abcd"}  # never a tuning set
     assert fingerprint(meta) == {"adapter_sha256": meta["adapter_sha256"], "base_sha256": meta["base_sha256"]}
     assert resolve("none") is None and resolve("packaged")[1] == meta and resolve(None)[1] == meta
-    broken = tmp_path / "broken"
-    shutil.copytree(PACKAGED_DIR, broken)
-    data = bytearray((broken / WEIGHTS).read_bytes())
-    data[-1] ^= 1
-    (broken / WEIGHTS).write_bytes(bytes(data))
     with pytest.raises(QueryAdapterError, match="checksum"):
-        read_adapter(broken)
+        read_adapter(damaged_copy(PACKAGED_DIR, tmp_path / "broken", WEIGHTS))
     with pytest.raises(QueryAdapterError, match="no readable query adapter"):
         read_adapter(tmp_path / "nothing")
 

@@ -21,6 +21,7 @@ from service.ask.reader import (
     pair_text,
     pair_tokenizer,
 )
+from tests.conftest import damaged_copy
 
 torch = pytest.importorskip("torch")
 
@@ -118,11 +119,7 @@ def test_the_onnx_export_scores_close_to_torch(tmp_path, model_dir):
 def test_a_reader_that_does_not_check_out_is_refused(tmp_path, model_dir):
     with pytest.raises(ReaderError, match="no reader"):
         load_reader(tmp_path / "nowhere", model_dir)
-    copy = tmp_path / "copy"
-    shutil.copytree(PACKAGED_DIR, copy)
-    raw = bytearray((copy / WEIGHTS).read_bytes())
-    raw[-1] ^= 0xFF
-    (copy / WEIGHTS).write_bytes(bytes(raw))
+    copy = damaged_copy(PACKAGED_DIR, tmp_path / "copy", WEIGHTS)
     with pytest.raises(ReaderError, match="checksum"):
         load_reader(copy, model_dir)
     shutil.copy(PACKAGED_DIR / WEIGHTS, copy / WEIGHTS)
