@@ -105,7 +105,8 @@ reader: install
 	$(MAKE) calibrate-packaged
 
 ## query-adapter: retrain the query adapter (indexer/query_adapter: the model fine-tuned on questions only, against
-## the index's fixed vectors, on the four helper sets), then refit the packaged calibration (about 3 min)
+## the index's fixed vectors, with a "no answer" class, on the eight helper sets), then refit the packaged
+## calibration (about 5 min)
 query-adapter: install
 	$(BIN)/python -m indexer ensure --corpus $(CORPUS) --out $(INDEX)
 	$(BIN)/python -m eval query-adapter --index $(INDEX) --external-dir $(EXTERNAL) --rank 64 --no-progress \

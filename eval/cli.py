@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import sys
 import time
 from dataclasses import asdict, replace
@@ -292,36 +293,59 @@ def cmd_query_adapter(args) -> int:
     sentences = np.asarray(retriever.sentence_vectors, dtype=np.float32)
     chunks = np.asarray(retriever.store.fetch(np.arange(len(retriever.chunks))), dtype=np.float32)
     base = bundled_model_dir()
-    items = training_items(fit_on, retriever, exclude)
-    repeated = len(training_items(fit_on, retriever)) - len(items)
+    items = training_items(fit_on, retriever, exclude, unanswerable=args.null_weight > 0)
+    repeated = len(training_items(fit_on, retriever, unanswerable=args.null_weight > 0)) - len(items)
     if repeated and not args.no_progress:
         print(f"{repeated} training questions dropped: a tuning or reported set asks them too", flush=True)
+    similar = 0
+    if args.drop_similar is not None:  # the leakage control: without the close paraphrases, or as many at random
+        from eval.query_adapter import similar_items
+
+        close = similar_items(items, [q.text for d in guarded for q in d.queries], args.drop_similar)
+        similar = sum(close)
+        if args.drop_at_random:
+            drop = set(random.Random(args.seed).sample(range(len(items)), similar))
+            close = [i in drop for i in range(len(items))]
+        items = [it for it, c in zip(items, close, strict=True) if not c]
+        print(f"{similar} training questions dropped ({'at random, as many as' if args.drop_at_random else ''} "
+              f"sharing ≥ {args.drop_similar:.0%} of their words with a tuning or reported set's)", flush=True)
     t0 = time.perf_counter()
-    model = train(items, sentences, chunks, base, epochs=args.epochs, lr=args.lr, scale=args.scale, seed=args.seed,
-                  progress=not args.no_progress)
+    model, levels = train(items, sentences, chunks, base, epochs=args.epochs, lr=args.lr, scale=args.scale,
+                          seed=args.seed, progress=not args.no_progress, null_weight=args.null_weight)
     minutes = round((time.perf_counter() - t0) / 60, 2)
     change = low_rank_change(model, base, args.rank)
     shipped = merged_model(base, change)
     plain = merged_model(base, {})
-    out = {"trained_on": [f"{d.name}/{d.split}" for d in fit_on], "questions": len(items), "dropped": repeated,
-           "training_minutes": minutes, "sets": {}}
-    print("| set | questions | sentence@1 plain | with the change | as saved | passage@1 plain | with the change "
-          "| as saved |")
-    print("|---|---|---|---|---|---|---|---|")
+    unanswerable = sum(1 for _, p, _ in items if p is None)
+    out = {"trained_on": [f"{d.name}/{d.split}" for d in fit_on], "questions": len(items) - unanswerable,
+           "unanswerable": unanswerable, "dropped": repeated, "training_minutes": minutes,
+           "dropped_similar": similar and {"jaccard": args.drop_similar, "questions": similar,
+                                           "at_random": args.drop_at_random},
+           "no_answer_levels": levels and {"sentence": round(levels[0], 4), "passage": round(levels[1], 4)},
+           "sets": {}}
+    keys = ("sentence@1", "passage@1", "auroc_top_sentence", "auroc_top_passage")
+    print("| set | questions (near-miss) | " + " | ".join(f"{k} plain | trained | as saved" for k in keys) + " |")
+    print("|---|---|" + "---|---|---|" * len(keys))
     for d in scored:
         its = training_items([d], retriever)
-        f = [dense_figures(m, its, sentences, chunks) for m in (plain, model, shipped)]
+        near = [q.text for q in d.queries if q.question and q.style == "near-miss"]
+        f = [dense_figures(m, its, sentences, chunks, near) for m in (plain, model, shipped)]
         out["sets"][f"{d.name}/{d.split}"] = {"plain": f[0], "trained": f[1], "saved": f[2]}
-        print(f"| {d.name}/{d.split} | {len(its)} | " + " | ".join(
-            f"{x[k]:.3f}" for k in ("sentence@1", "passage@1") for x in f) + " |")
+        print(f"| {d.name}/{d.split} | {len(its)} ({len(near)}) | " + " | ".join(
+            f"{x[k]:.3f}" if k in x else "—" for k in keys for x in f) + " |")
     if args.save:
         info = {"trained_on": [d.describe() for d in fit_on],
                 "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "training": {"epochs": args.epochs, "lr": args.lr, "scale": args.scale, "seed": args.seed,
-                             "questions": len(items), "training_minutes": minutes,
+                             "null_weight": args.null_weight, "no_answer_levels": out["no_answer_levels"],
+                             "questions": out["questions"], "unanswerable": unanswerable,
+                             "training_minutes": minutes,
                              "dropped_as_asked_by_a_tuning_or_reported_set": repeated,
+                             "dropped_similar": out["dropped_similar"],
                              "method": f"every weight fine-tuned on questions against the index's fixed sentence "
-                                       f"and passage vectors; the change stored at rank {args.rank} (SVD)"},
+                                       f"and passage vectors, with a 'no answer' class that the unanswerable "
+                                       f"questions target (weight {args.null_weight}); the change stored at rank "
+                                       f"{args.rank} (SVD)"},
                 "index": {"version": retriever.index.version, "chunker": retriever.index.manifest.get("chunker")},
                 "figures": out["sets"]}
         out["saved"] = str(save_adapter(args.save, change, args.rank, base, info))
@@ -511,14 +535,23 @@ def _parser() -> argparse.ArgumentParser:
     qa = sub.add_parser("query-adapter", help="fit the query adapter (questions only) on some question sets and "
                                               "score others (--save: the one the service uses)")
     common(qa)
-    qa.add_argument("--train", default=",".join(f"eval/datasets/helpers-{s}" for s in "abcd"),
+    qa.add_argument("--train", default=",".join(f"eval/datasets/helpers-{s}" for s in "abcdefgh"),
                     help="comma list of dataset[:split] to fit on (never the tuning or reported sets)")
     qa.add_argument("--score", default="report:dev,report-external:all,report:test,report:fresh",
                     help="comma list of dataset[:split] to score")
-    qa.add_argument("--epochs", type=int, default=3)
+    qa.add_argument("--epochs", type=int, default=5)
+    qa.add_argument("--null-weight", type=float, default=3.0,
+                    help="weight of the unanswerable questions' 'no answer' target (0: no such class; they are "
+                         "then not used)")
     qa.add_argument("--lr", type=float, default=2e-5)
     qa.add_argument("--scale", type=float, default=20.0, help="cosines are multiplied by this in the softmax")
     qa.add_argument("--rank", type=int, default=64, help="rank of the change as saved")
+    qa.add_argument("--drop-similar", type=float, default=None, metavar="JACCARD",
+                    help="leakage control: leave out training questions that share at least this share of their "
+                         "words with a question of a tuning or reported set (e.g. 0.5)")
+    qa.add_argument("--drop-at-random", action="store_true",
+                    help="with --drop-similar: leave out as many training questions, chosen at random (the control's "
+                         "control: what the smaller training set alone costs)")
     qa.add_argument("--seed", type=int, default=0)
     qa.add_argument("--save", type=Path, default=None,
                     help="write the adapter and query_adapter.json here (the service's: indexer/query_adapter)")

@@ -1,7 +1,7 @@
 """Train the query adapter (indexer.query_adapter): the embedding model fine-tuned on questions only, against the
 index's fixed passage and sentence vectors.
 
-    python -m eval query-adapter --train eval/datasets/helpers-a,...,helpers-d \\
+    python -m eval query-adapter --train eval/datasets/helpers-a,...,helpers-h \\
         --score report:dev,report-external:all,report:test,report:fresh [--save indexer/query_adapter]
     make query-adapter    # the packaged adapter (about 3 min), then the packaged calibration
 
@@ -10,7 +10,14 @@ the passages (chunks) that do. The question is encoded by the model being traine
 sentence-transformers does); the passages and sentences are not encoded at all: their vectors are read from the
 index, so they stay those of the plain model. The loss is the cross-entropy of the positives against every
 sentence of the index (scaled cosines, `scale`), plus the same over every passage: a question learns to point at
-its answer among all of the report's sentences, the other sentences being the negatives. Every weight is
+its answer among all of the report's sentences, the other sentences being the negatives. Each softmax also has a
+"no answer" class, one trained logit (a cosine level, one for sentences and one for passages): the unanswerable
+questions of the training sets (near-miss and off-topic) take it as their target, weighted `null_weight`, so they
+learn to sit below it, away from every sentence, while an answerable question must rise above it to its answer.
+That makes the question's highest cosine a sign of whether the report answers it at all (SQuAD 2.0's no-answer
+score, in the embedding space): without it, a near-miss question names the report's own entities and finds a
+closer sentence than an answerable one does. The ranking of sentences for one question is untouched by the
+class (it is one more column, the same for every sentence). Every weight is
 trained (AdamW, linear warm-up and decay); the change of each projection in TARGETS is then cut to `rank` by SVD
 and saved in the adapter format (W + (α/r)·B·A with α = r), with what it was trained on. What else training
 changed (biases, layer norms, embeddings) is left at the base.
@@ -61,16 +68,33 @@ def normalized(text: str) -> str:
     return " ".join(re.findall(r"\w+", text.lower()))
 
 
-def training_items(datasets, retriever, exclude: set[str] | None = None) -> list[tuple[str, list[int], list[int]]]:
+def similar_items(items, guarded_texts: list[str], jaccard: float) -> list[bool]:
+    """For each item, whether its question shares at least `jaccard` of its words (Jaccard of word sets) with one
+    of `guarded_texts`: a close paraphrase, for the leakage control (`--drop-similar`)."""
+    guarded = [set(normalized(t).split()) for t in guarded_texts]
+    out = []
+    for text, _, _ in items:
+        words = set(normalized(text).split())
+        out.append(any(len(words & g) / max(1, len(words | g)) >= jaccard for g in guarded))
+    return out
+
+
+def training_items(datasets, retriever, exclude: set[str] | None = None,
+                   unanswerable: bool = False) -> list[tuple[str, list[int] | None, list[int] | None]]:
     """(question, positive sentences, positive chunks) of every answerable question whose answer the index holds,
+    and with `unanswerable` (question, None, None) of every unanswerable one (its target: the "no answer" class),
     except those whose normalized text is in `exclude` (the same question in a set it must not learn)."""
     out = []
     for d in datasets:
         for q in d.queries:
-            if q.question and q.answers and normalized(q.text) not in (exclude or ()):
+            if not q.question or normalized(q.text) in (exclude or ()):
+                continue
+            if q.answers:
                 sents, chunks = positives(retriever, q.answers)
                 if chunks:
                     out.append((q.text, sents, chunks))
+            elif unanswerable and not q.answerable:
+                out.append((q.text, None, None))
     return out
 
 
@@ -85,23 +109,33 @@ def _encode(model, texts: list[str], grad: bool):
         return torch.nn.functional.normalize((h * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=-1)
 
 
-def _multi_positive_loss(logits, positive_rows: list[list[int]]):
-    """Mean over the rows that have positives of −log(Σ exp over positives / Σ exp over all)."""
+def _multi_positive_loss(logits, positive_rows: list[list[int] | None], null=None, null_weight: float = 1.0):
+    """Mean over the questions of −log(Σ exp over its positives / Σ exp over all), where "all" has one more column,
+    the "no answer" logit `null` when given; a question whose positives are None is unanswerable: its target is
+    that column, weighted `null_weight`. A question with an empty list of positives is left out."""
     import torch
 
-    keep = [i for i, p in enumerate(positive_rows) if p]
-    if not keep:
-        return logits.sum() * 0.0
-    mask = torch.full_like(logits, float("-inf"))
-    for i in keep:
-        mask[i, positive_rows[i]] = 0.0
-    rows = torch.tensor(keep)
-    return (torch.logsumexp(logits[rows], 1) - torch.logsumexp(logits[rows] + mask[rows], 1)).mean()
+    n = logits.shape[0]
+    if null is not None:
+        logits = torch.cat([logits, null.reshape(1, 1).expand(n, 1)], 1)
+    total = torch.logsumexp(logits, 1)
+    terms = []
+    for i, p in enumerate(positive_rows):
+        if p is None:
+            if null is not None:
+                terms.append(null_weight * (total[i] - logits[i, -1]))
+        elif p:
+            terms.append(total[i] - torch.logsumexp(logits[i, p], 0))
+    return torch.stack(terms).mean() if terms else logits.sum() * 0.0
 
 
-def train(items, sentence_vectors: np.ndarray, chunk_vectors: np.ndarray, model_dir, epochs: int = 3,
-          lr: float = 2e-5, scale: float = 20.0, batch: int = 16, seed: int = 0, progress: bool = True):
-    """Fine-tune every weight of the sentence-transformers model at `model_dir` on `items`; returns the model."""
+def train(items, sentence_vectors: np.ndarray, chunk_vectors: np.ndarray, model_dir, epochs: int = 5,
+          lr: float = 2e-5, scale: float = 20.0, batch: int = 16, seed: int = 0, progress: bool = True,
+          null_weight: float = 3.0, null_start: float = 0.6):
+    """Fine-tune every weight of the sentence-transformers model at `model_dir` on `items` (training_items);
+    returns (model, the "no answer" cosine levels it ended with: sentences, passages). The levels start at
+    `null_start` and are trained with a larger step (1e-2): two scalars. With `null_weight` 0 there is no "no
+    answer" class (unanswerable items are then ignored)."""
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -110,7 +144,11 @@ def train(items, sentence_vectors: np.ndarray, chunk_vectors: np.ndarray, model_
     model = SentenceTransformer(str(model_dir), device="cpu")
     sv = torch.from_numpy(np.array(sentence_vectors, dtype=np.float32))  # a copy: the index's are read-only
     cv = torch.from_numpy(np.array(chunk_vectors, dtype=np.float32))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    use_null = null_weight > 0
+    null_s = torch.nn.Parameter(torch.tensor(scale * null_start))
+    null_c = torch.nn.Parameter(torch.tensor(scale * null_start))
+    opt = torch.optim.AdamW([{"params": model.parameters(), "lr": lr, "weight_decay": 0.01},
+                             {"params": [null_s, null_c], "lr": 1e-2, "weight_decay": 0.0}])
     steps = epochs * ((len(items) + batch - 1) // batch)
     warm = max(1, int(0.1 * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * max(0.0, 1 - s / steps))
@@ -123,8 +161,10 @@ def train(items, sentence_vectors: np.ndarray, chunk_vectors: np.ndarray, model_
         for b in range(0, len(items), batch):
             part = items[b : b + batch]
             q = _encode(model, [t for t, _, _ in part], grad=True)
-            loss = (_multi_positive_loss(scale * q @ sv.T, [s for _, s, _ in part])
-                    + _multi_positive_loss(scale * q @ cv.T, [c for _, _, c in part]))
+            loss = (_multi_positive_loss(scale * q @ sv.T, [s for _, s, _ in part], null_s if use_null else None,
+                                         null_weight)
+                    + _multi_positive_loss(scale * q @ cv.T, [c for _, _, c in part], null_c if use_null else None,
+                                           null_weight))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -132,7 +172,8 @@ def train(items, sentence_vectors: np.ndarray, chunk_vectors: np.ndarray, model_
             total += float(loss.detach())
         if progress:
             print(f"epoch {epoch + 1}/{epochs}: loss {total:.2f} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    return model.eval()
+    levels = (null_s.item() / scale, null_c.item() / scale) if use_null else None
+    return model.eval(), levels
 
 
 def low_rank_change(model, model_dir, rank: int) -> dict[str, np.ndarray]:
@@ -199,16 +240,27 @@ def merged_model(model_dir, tensors: dict[str, np.ndarray]):
     return model.eval()
 
 
-def dense_figures(model, items, sentence_vectors: np.ndarray, chunk_vectors: np.ndarray) -> dict:
-    """sentence@1 and passage@1 of the closest sentence / passage by cosine (dense only)."""
+def dense_figures(model, items, sentence_vectors: np.ndarray, chunk_vectors: np.ndarray,
+                  near_miss: list[str] = ()) -> dict:
+    """sentence@1 and passage@1 of the closest sentence / passage by cosine (dense only) over the answerable
+    `items`; with `near_miss` questions, the AUROC answerable vs near-miss of the highest sentence cosine and of
+    the highest passage cosine (what the "no answer" class trains)."""
     import torch
 
+    from eval.metrics import auroc
+
+    items = [i for i in items if i[1] is not None]
     if not items:
         return {"questions": 0}
+    sv, cv = np.asarray(sentence_vectors, dtype=np.float32), np.asarray(chunk_vectors, dtype=np.float32)
     with torch.no_grad():
-        q = _encode(model, [t for t, _, _ in items], grad=False).numpy()
-    s1 = (q @ np.asarray(sentence_vectors, dtype=np.float32).T).argmax(1)
-    c1 = (q @ np.asarray(chunk_vectors, dtype=np.float32).T).argmax(1)
-    return {"questions": len(items),
-            "sentence@1": float(np.mean([int(j) in s for j, (_, s, _) in zip(s1, items, strict=True)])),
-            "passage@1": float(np.mean([int(j) in c for j, (_, _, c) in zip(c1, items, strict=True)]))}
+        q = _encode(model, [t for t, _, _ in items] + list(near_miss), grad=False).numpy()
+    s, c = q @ sv.T, q @ cv.T
+    n = len(items)
+    out = {"questions": n,
+           "sentence@1": float(np.mean([int(j) in p for j, (_, p, _) in zip(s[:n].argmax(1), items, strict=True)])),
+           "passage@1": float(np.mean([int(j) in p for j, (_, _, p) in zip(c[:n].argmax(1), items, strict=True)]))}
+    if near_miss:
+        for name, m in (("sentence", s.max(1)), ("passage", c.max(1))):
+            out[f"auroc_top_{name}"] = auroc(m[:n].tolist(), m[n:].tolist())
+    return out

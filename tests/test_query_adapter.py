@@ -4,6 +4,7 @@ time, trained and saved by eval/query_adapter.py, recorded by the calibration an
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -18,7 +19,7 @@ def test_the_packaged_adapter_is_checked_and_made_for_the_bundled_weights(tmp_pa
 
     path, meta = read_adapter()
     assert path == PACKAGED_DIR and meta["lora_rank"] == 64 and len(meta["targets"]) == 6
-    assert {d["dataset"] for d in meta["trained_on"]} == {f"helpers-{s}" for s in "abcd"}  # never a tuning set
+    assert {d["dataset"] for d in meta["trained_on"]} == {f"helpers-{s}" for s in "abcdefgh"}  # never a tuning set
     assert fingerprint(meta) == {"adapter_sha256": meta["adapter_sha256"], "base_sha256": meta["base_sha256"]}
     assert resolve("none") is None and resolve("packaged")[1] == meta and resolve(None)[1] == meta
     with pytest.raises(QueryAdapterError, match="checksum"):
@@ -191,11 +192,15 @@ def test_training_saves_what_it_scored(tmp_path, real_index):
     index = load_index(real_index)
     retriever = Retriever(index, None)
     ds = load_dataset(str(ROOT / "eval" / "datasets" / "helpers-a"))
-    items = training_items([ds], retriever)
-    assert len(items) > 100 and all(c for _, _, c in items)
+    items = training_items([ds], retriever, unanswerable=True)
+    unanswerable = [i for i in items if i[1] is None]
+    assert len(items) - len(unanswerable) > 100 and len(unanswerable) == 55
+    assert all(c for _, s, c in items if s is not None)
     sentences = np.asarray(retriever.sentence_vectors, dtype=np.float32)
     chunks = np.asarray(retriever.store.fetch(np.arange(len(retriever.chunks))), dtype=np.float32)
-    model = train(items[:16], sentences, chunks, bundled_model_dir(), epochs=1, lr=1e-4, progress=False)
+    model, levels = train(items[:12] + unanswerable[:4], sentences, chunks, bundled_model_dir(), epochs=1, lr=1e-4,
+                          progress=False)
+    assert levels is not None and all(0.0 < x < 1.0 for x in levels)  # cosine levels, moved from 0.6 a little
     change = low_rank_change(model, bundled_model_dir(), 8)
     out = save_adapter(tmp_path / "adapter", change, 8, bundled_model_dir(), {"trained_on": ["a test"]})
     scored = merged_model(bundled_model_dir(), change)
@@ -234,3 +239,23 @@ def test_training_drops_questions_a_guarded_set_asks(fake_index):
     kept = training_items([ds], retriever, {normalized("who chairs the OpenInfra Asia advisory board")})
     assert [t for t, _, _ in kept] == ["Which project released 3.0?"]
     assert normalized("  Who's  THE chair? ") == "who s the chair"
+
+
+def test_the_no_answer_class():
+    """The loss of an answerable question is its positives against every column plus the "no answer" one; an
+    unanswerable question's target is that column, weighted; without a null column unanswerable rows are left
+    out. The class moves no sentence against another: adding a constant to one question's logits changes its
+    answerable loss only through the null column."""
+    import torch
+
+    from eval.query_adapter import _multi_positive_loss
+
+    logits = torch.tensor([[2.0, 0.0, 1.0], [1.0, 1.0, 1.0]])
+    null = torch.tensor(0.5)
+    lse = [math.log(math.exp(2) + 1 + math.exp(1) + math.exp(0.5)), math.log(3 * math.e + math.exp(0.5))]
+    got = _multi_positive_loss(logits, [[0], None], null, null_weight=3.0)
+    assert got.item() == pytest.approx(((lse[0] - 2.0) + 3.0 * (lse[1] - 0.5)) / 2, rel=1e-6)
+    assert _multi_positive_loss(logits, [[0], None]).item() == pytest.approx(
+        math.log(math.exp(2) + 1 + math.e) - 2.0, rel=1e-6)  # no null column: the unanswerable row is left out
+    lower = _multi_positive_loss(logits - torch.tensor([[0.0], [1.0]]), [[0], None], null, null_weight=3.0)
+    assert lower.item() < got.item()  # an unanswerable question gains by moving away from every sentence
