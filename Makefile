@@ -91,11 +91,13 @@ calibrate-packaged: install
 	$(BIN)/python -m eval calibrate --index $(INDEX) --external-dir $(EXTERNAL) --write service/ask/calibration.json
 
 ## reader: retrain /v1/ask's reader (MiniLM's first three layers with rank-8 adapters, service/ask/reader) on report
-## dev, report-external and the helpers' sets, and the two fold readers calibrate needs, then refit the packaged
-## calibration (~30 min)
+## dev, report-external and the eight helper sets, and the two fold readers calibrate needs, then refit the
+## packaged calibration (~35 min)
 READER_TRAIN := $(BIN)/python -m eval reader --index $(INDEX) --external-dir $(EXTERNAL) --layers 3 --lora 8 --lr 5e-4 \
-	--epochs 5 --neg-per-pos 4 --no-progress
-HELPERS := eval/datasets/helpers-a,eval/datasets/helpers-b,eval/datasets/helpers-c,eval/datasets/helpers-d
+	--epochs 3 --neg-per-pos 4 --no-progress
+comma := ,
+space := $(subst ,, )
+HELPERS := $(subst $(space),$(comma),$(foreach s,a b c d e f g h,eval/datasets/helpers-$(s)))
 reader: install
 	$(BIN)/python -m indexer ensure --corpus $(CORPUS) --out $(INDEX)
 	$(READER_TRAIN) --train report:dev,$(HELPERS) --score report-external:all --save eval/readers/without-external

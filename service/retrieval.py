@@ -46,7 +46,7 @@ class QueryTooLong(ValueError):
 
 
 ALPHA_PLAIN = 0.5  # hybrid's dense weight chosen on report dev with the plain model
-ALPHA_ADAPTED = 0.7  # …chosen on dev + report-external with the query adapter (README, *Query adapter*)
+ALPHA_ADAPTED = 0.8  # …chosen on dev + report-external with the query adapter (README, *Query adapter*)
 
 
 def default_alpha(embedder) -> float:
@@ -61,7 +61,7 @@ class FusionConfig:
 
     method: str = "minmax"  # "minmax" (convex combination of min-max normalized scores) | "rrf"
     sentence_weight: float = 0.5  # dense score = (1-w)·cos(chunk) + w·max cos(sentence of the chunk)
-    alpha: float = 0.7  # weight of the dense score (minmax): ALPHA_ADAPTED, see default_alpha
+    alpha: float = 0.8  # weight of the dense score (minmax): ALPHA_ADAPTED, see default_alpha
     candidates: int = 50  # top-N of each retriever that enter the fusion
     # hybrid: a passage sharing no term with the query must be at least this close in meaning to be returned
     # (min-max normalization would otherwise lift unrelated passages when only one passage matches at all)

@@ -118,7 +118,7 @@ def test_a_calibration_is_refused_with_another_fusion():
     cal = Calibration.load(PACKAGED)
     assert cal.fitted_for["fusion"]["alpha"] == ALPHA_ADAPTED
     cal.verify_fusion(FusionConfig(alpha=ALPHA_ADAPTED))
-    with pytest.raises(CalibrationError, match="alpha 0.7 fitted, 0.5 served"):
+    with pytest.raises(CalibrationError, match="alpha 0.8 fitted, 0.5 served"):
         cal.verify_fusion(FusionConfig(alpha=0.5))
     with pytest.raises(CalibrationError, match="sentence_weight"):
         cal.verify_fusion(replace(FusionConfig(alpha=ALPHA_ADAPTED), sentence_weight=0.25))
@@ -141,7 +141,7 @@ def test_the_harness_fits_and_evaluates_with_the_fusion_the_service_would_serve(
     args = _parser().parse_args(["calibrate", "--index", str(real_index)])
     args.alpha, args.fusion, args.url = None, None, None
     fusion = _targets(args, load_report_set("dev"), ["hybrid"])["hybrid"].retriever.fusion
-    assert (fusion.alpha, fusion.sentence_weight) == (0.7, 0.5)
+    assert (fusion.alpha, fusion.sentence_weight) == (0.8, 0.5)
     monkeypatch.setenv("REPORTQA_FUSION_ALPHA", "0.6")
     monkeypatch.setenv("REPORTQA_SENTENCE_WEIGHT", "0.25")
     fusion = _targets(args, load_report_set("dev"), ["hybrid"])["hybrid"].retriever.fusion
