@@ -307,8 +307,9 @@ def cmd_query_adapter(args) -> int:
             drop = set(random.Random(args.seed).sample(range(len(items)), similar))
             close = [i in drop for i in range(len(items))]
         items = [it for it, c in zip(items, close, strict=True) if not c]
-        print(f"{similar} training questions dropped ({'at random, as many as' if args.drop_at_random else ''} "
-              f"sharing ≥ {args.drop_similar:.0%} of their words with a tuning or reported set's)", flush=True)
+        what = f"sharing ≥ {args.drop_similar:.0%} of their words with a tuning or reported set's"
+        print(f"{similar} training questions dropped ({'at random, as many as those ' if args.drop_at_random else ''}"
+              f"{what})", flush=True)
     t0 = time.perf_counter()
     model, levels = train(items, sentences, chunks, base, epochs=args.epochs, lr=args.lr, scale=args.scale,
                           seed=args.seed, progress=not args.no_progress, null_weight=args.null_weight)
