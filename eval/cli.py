@@ -7,7 +7,6 @@ import hashlib
 import json
 import logging
 import os
-import random
 import sys
 import time
 from dataclasses import asdict, replace
@@ -276,6 +275,10 @@ def cmd_query_adapter(args) -> int:
     from eval.query_adapter import dense_figures, low_rank_change, merged_model, save_adapter, train, training_items
     from indexer.embed import bundled_model_dir
 
+    if args.drop_at_random and args.drop_similar is None:
+        print("error: --drop-at-random drops as many questions as --drop-similar JACCARD would: give both",
+              file=sys.stderr)
+        return 2
     fit_on, scored = _datasets(args.train, args.external_dir), _datasets(args.score, args.external_dir)
     guarded = _datasets("report:dev,report:test,report:fresh,report-external:all", args.external_dir)
     guarded_files = {hashlib.sha256(p.read_bytes()).hexdigest() for d in guarded for p in d.files}
@@ -297,19 +300,15 @@ def cmd_query_adapter(args) -> int:
     repeated = len(training_items(fit_on, retriever, unanswerable=args.null_weight > 0)) - len(items)
     if repeated and not args.no_progress:
         print(f"{repeated} training questions dropped: a tuning or reported set asks them too", flush=True)
-    similar = 0
+    dropped_similar = None
     if args.drop_similar is not None:  # the leakage control: without the close paraphrases, or as many at random
-        from eval.query_adapter import similar_items
+        from eval.query_adapter import leakage_drop
 
-        close = similar_items(items, [q.text for d in guarded for q in d.queries], args.drop_similar)
-        similar = sum(close)
-        if args.drop_at_random:
-            drop = set(random.Random(args.seed).sample(range(len(items)), similar))
-            close = [i in drop for i in range(len(items))]
-        items = [it for it, c in zip(items, close, strict=True) if not c]
-        what = f"sharing ≥ {args.drop_similar:.0%} of their words with a tuning or reported set's"
-        print(f"{similar} training questions dropped ({'at random, as many as those ' if args.drop_at_random else ''}"
-              f"{what})", flush=True)
+        items, dropped_similar = leakage_drop(items, [q.text for d in guarded for q in d.queries], args.drop_similar,
+                                              args.drop_at_random, args.seed)
+        print(f"{dropped_similar['answerable']} answerable and {dropped_similar['unanswerable']} unanswerable training "
+              f"questions dropped ({'at random, as many as ' if args.drop_at_random else ''}those whose word set has "
+              f"a Jaccard similarity ≥ {args.drop_similar} with a tuning or reported set's question)", flush=True)
     t0 = time.perf_counter()
     model, levels = train(items, sentences, chunks, base, epochs=args.epochs, lr=args.lr, scale=args.scale,
                           seed=args.seed, progress=not args.no_progress, null_weight=args.null_weight)
@@ -320,8 +319,7 @@ def cmd_query_adapter(args) -> int:
     unanswerable = sum(1 for _, p, _ in items if p is None)
     out = {"trained_on": [f"{d.name}/{d.split}" for d in fit_on], "questions": len(items) - unanswerable,
            "unanswerable": unanswerable, "dropped": repeated, "training_minutes": minutes,
-           "dropped_similar": similar and {"jaccard": args.drop_similar, "questions": similar,
-                                           "at_random": args.drop_at_random},
+           "dropped_similar": dropped_similar,
            "no_answer_levels": levels and {"sentence": round(levels[0], 4), "passage": round(levels[1], 4)},
            "sets": {}}
     keys = ("sentence@1", "passage@1", "auroc_top_sentence", "auroc_top_passage")
@@ -343,10 +341,11 @@ def cmd_query_adapter(args) -> int:
                              "training_minutes": minutes,
                              "dropped_as_asked_by_a_tuning_or_reported_set": repeated,
                              "dropped_similar": out["dropped_similar"],
-                             "method": f"every weight fine-tuned on questions against the index's fixed sentence "
-                                       f"and passage vectors, with a 'no answer' class that the unanswerable "
-                                       f"questions target (weight {args.null_weight}); the change stored at rank "
-                                       f"{args.rank} (SVD)"},
+                             "method": "every weight fine-tuned on questions against the index's fixed sentence "
+                                       "and passage vectors" + (f", with a 'no answer' class that the unanswerable "
+                                                                f"questions target (weight {args.null_weight})"
+                                                                if args.null_weight > 0 else "")
+                                       + f"; the change stored at rank {args.rank} (SVD)"},
                 "index": {"version": retriever.index.version, "chunker": retriever.index.manifest.get("chunker")},
                 "figures": out["sets"]}
         out["saved"] = str(save_adapter(args.save, change, args.rank, base, info))
@@ -517,7 +516,7 @@ def _parser() -> argparse.ArgumentParser:
     rd = sub.add_parser("reader", help="fit a cross-encoder reader on some question sets and score others "
                                        "(--save: the adapters /v1/ask uses)")
     common(rd)
-    rd.add_argument("--train", default="report:dev," + ",".join(f"eval/datasets/helpers-{s}" for s in "abcd"),
+    rd.add_argument("--train", default="report:dev," + ",".join(f"eval/datasets/helpers-{s}" for s in "abcdefgh"),
                     help="comma list of dataset[:split] to fit on")
     rd.add_argument("--score", default="report-external:all,report:test,report:fresh",
                     help="comma list of dataset[:split] to score")
@@ -548,8 +547,8 @@ def _parser() -> argparse.ArgumentParser:
     qa.add_argument("--scale", type=float, default=20.0, help="cosines are multiplied by this in the softmax")
     qa.add_argument("--rank", type=int, default=64, help="rank of the change as saved")
     qa.add_argument("--drop-similar", type=float, default=None, metavar="JACCARD",
-                    help="leakage control: leave out training questions that share at least this share of their "
-                         "words with a question of a tuning or reported set (e.g. 0.5)")
+                    help="leakage control: leave out training questions whose word set has at least this Jaccard "
+                         "similarity with a tuning or reported set's question (e.g. 0.5)")
     qa.add_argument("--drop-at-random", action="store_true",
                     help="with --drop-similar: leave out as many training questions, chosen at random (the control's "
                          "control: what the smaller training set alone costs)")

@@ -3,7 +3,7 @@ index's fixed passage and sentence vectors.
 
     python -m eval query-adapter --train eval/datasets/helpers-a,...,helpers-h \\
         --score report:dev,report-external:all,report:test,report:fresh [--save indexer/query_adapter]
-    make query-adapter    # the packaged adapter (about 3 min), then the packaged calibration
+    make query-adapter    # the packaged adapter (about 5 min), then the packaged calibration
 
 For each answerable question: its positives are the index's sentences that hold one of its answer strings and
 the passages (chunks) that do. The question is encoded by the model being trained (mean pooling, L2 norm, as
@@ -38,8 +38,13 @@ import logging
 import random
 import re
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+    from sentence_transformers import SentenceTransformer
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +73,12 @@ def normalized(text: str) -> str:
     return " ".join(re.findall(r"\w+", text.lower()))
 
 
-def similar_items(items, guarded_texts: list[str], jaccard: float) -> list[bool]:
-    """For each item, whether its question shares at least `jaccard` of its words (Jaccard of word sets) with one
-    of `guarded_texts`: a close paraphrase, for the leakage control (`--drop-similar`)."""
+Item = tuple[str, list[int] | None, list[int] | None]  # (question, positive sentences, positive chunks)
+
+
+def similar_items(items: list[Item], guarded_texts: list[str], jaccard: float) -> list[bool]:
+    """For each item, whether its question's word set has a Jaccard similarity of at least `jaccard` with one of
+    `guarded_texts`'s: a close paraphrase, for the leakage control (leakage_drop)."""
     guarded = [set(normalized(t).split()) for t in guarded_texts]
     out = []
     for text, _, _ in items:
@@ -79,8 +87,26 @@ def similar_items(items, guarded_texts: list[str], jaccard: float) -> list[bool]
     return out
 
 
-def training_items(datasets, retriever, exclude: set[str] | None = None,
-                   unanswerable: bool = False) -> list[tuple[str, list[int] | None, list[int] | None]]:
+def leakage_drop(items: list[Item], guarded_texts: list[str], jaccard: float, at_random: bool = False,
+                 seed: int = 0) -> tuple[list[Item], dict]:
+    """The leakage control: `items` without the close paraphrases of `guarded_texts` (similar_items), or, with
+    `at_random`, without as many items chosen at random, as many answerable and as many unanswerable ones as the
+    paraphrases would remove (the control's control: what the smaller training set alone costs). Returns the
+    kept items and what was dropped."""
+    close = similar_items(items, guarded_texts, jaccard)
+    kinds = {"answerable": [i for i, it in enumerate(items) if it[1] is not None],
+             "unanswerable": [i for i, it in enumerate(items) if it[1] is None]}
+    counts = {k: sum(close[i] for i in rows) for k, rows in kinds.items()}
+    if at_random:
+        rng = random.Random(seed)
+        drop = {i for k, rows in kinds.items() for i in rng.sample(rows, counts[k])}
+    else:
+        drop = {i for i, c in enumerate(close) if c}
+    kept = [it for i, it in enumerate(items) if i not in drop]
+    return kept, {"jaccard": jaccard, "at_random": at_random, **counts}
+
+
+def training_items(datasets, retriever, exclude: set[str] | None = None, unanswerable: bool = False) -> list[Item]:
     """(question, positive sentences, positive chunks) of every answerable question whose answer the index holds,
     and with `unanswerable` (question, None, None) of every unanswerable one (its target: the "no answer" class),
     except those whose normalized text is in `exclude` (the same question in a set it must not learn)."""
@@ -109,7 +135,8 @@ def _encode(model, texts: list[str], grad: bool):
         return torch.nn.functional.normalize((h * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=-1)
 
 
-def _multi_positive_loss(logits, positive_rows: list[list[int] | None], null=None, null_weight: float = 1.0):
+def _multi_positive_loss(logits: torch.Tensor, positive_rows: list[list[int] | None], null: torch.Tensor | None = None,
+                         null_weight: float = 1.0) -> torch.Tensor:
     """Mean over the questions of −log(Σ exp over its positives / Σ exp over all), where "all" has one more column,
     the "no answer" logit `null` when given; a question whose positives are None is unanswerable: its target is
     that column, weighted `null_weight`. A question with an empty list of positives is left out."""
@@ -129,9 +156,9 @@ def _multi_positive_loss(logits, positive_rows: list[list[int] | None], null=Non
     return torch.stack(terms).mean() if terms else logits.sum() * 0.0
 
 
-def train(items, sentence_vectors: np.ndarray, chunk_vectors: np.ndarray, model_dir, epochs: int = 5,
+def train(items: list[Item], sentence_vectors: np.ndarray, chunk_vectors: np.ndarray, model_dir, epochs: int = 5,
           lr: float = 2e-5, scale: float = 20.0, batch: int = 16, seed: int = 0, progress: bool = True,
-          null_weight: float = 3.0, null_start: float = 0.6):
+          null_weight: float = 3.0, null_start: float = 0.6) -> tuple[SentenceTransformer, tuple[float, float] | None]:
     """Fine-tune every weight of the sentence-transformers model at `model_dir` on `items` (training_items);
     returns (model, the "no answer" cosine levels it ended with: sentences, passages). The levels start at
     `null_start` and are trained with a larger step (1e-2): two scalars. With `null_weight` 0 there is no "no
@@ -240,8 +267,8 @@ def merged_model(model_dir, tensors: dict[str, np.ndarray]):
     return model.eval()
 
 
-def dense_figures(model, items, sentence_vectors: np.ndarray, chunk_vectors: np.ndarray,
-                  near_miss: list[str] = ()) -> dict:
+def dense_figures(model, items: list[Item], sentence_vectors: np.ndarray, chunk_vectors: np.ndarray,
+                  near_miss: list[str] | None = None) -> dict:
     """sentence@1 and passage@1 of the closest sentence / passage by cosine (dense only) over the answerable
     `items`; with `near_miss` questions, the AUROC answerable vs near-miss of the highest sentence cosine and of
     the highest passage cosine (what the "no answer" class trains)."""
@@ -254,7 +281,7 @@ def dense_figures(model, items, sentence_vectors: np.ndarray, chunk_vectors: np.
         return {"questions": 0}
     sv, cv = np.asarray(sentence_vectors, dtype=np.float32), np.asarray(chunk_vectors, dtype=np.float32)
     with torch.no_grad():
-        q = _encode(model, [t for t, _, _ in items] + list(near_miss), grad=False).numpy()
+        q = _encode(model, [t for t, _, _ in items] + list(near_miss or []), grad=False).numpy()
     s, c = q @ sv.T, q @ cv.T
     n = len(items)
     out = {"questions": n,

@@ -139,7 +139,9 @@ def evaluate_ask(dataset: Dataset, target, k: int = 5, progress: bool = True) ->
                "abstained": abstained, "confidence": resp["confidence"], "answer": resp["answer"]["text"]}
         if q.answers:
             row["answer_hit"] = hit_at_k([resp["answer"]["text"]], q.answers, 1) if not abstained else 0.0
-            row["answer_hit_ignoring_abstention"] = hit_at_k([resp["answer"]["text"]], q.answers, 1)
+            # what it would have answered: a refusal's text is the refusal, so ask again at min_confidence 0
+            text = (target.ask(q.text, k=k, min_confidence=0.0) if abstained else resp)["answer"]["text"]
+            row["answer_hit_ignoring_abstention"] = hit_at_k([text], q.answers, 1)
         row["correct"] = bool(row["answer_hit"]) if q.answerable else abstained
         row["p_correct"] = resp["confidence"] if not abstained else 1.0 - resp["confidence"]
         rows.append(row)

@@ -237,3 +237,21 @@ def test_eval_reader_fits_on_some_sets_and_scores_others(real_index, capsys):
     f = body["sets"]["report/test"]
     assert f["questions"] > 40 and 0.0 <= f["auroc_reader"] <= 1.0
     assert f["auroc_confidence"] > 0.8  # the calibrated service's own figure on test (0.939 when measured)
+
+
+def test_answer_in_text_ignoring_abstention_reads_what_a_refused_question_would_have_answered():
+    """A refusal's text is the refusal: the metric asks again at min_confidence 0 for the answer it held back."""
+    from eval.datasets import Dataset, Query
+
+    class Stub:
+        calls: list = []
+
+        def ask(self, question, k=5, min_confidence=None):
+            self.calls.append(min_confidence)
+            text = "The report does not say." if min_confidence is None else "Kata Containers 3.0 shipped"
+            return {"answerable": min_confidence is not None, "confidence": 0.2, "answer": {"text": text}}
+
+    ds = Dataset("stub", "all", [Query("q1", "Which project shipped 3.0?", answers=["Kata Containers"])], "anchor")
+    m = evaluate_ask(ds, Stub(), progress=False).metrics
+    assert m["answer_in_text"] == 0.0 and m["answer_in_text_ignoring_abstention"] == 1.0
+    assert Stub.calls == [None, 0.0]

@@ -259,3 +259,29 @@ def test_the_no_answer_class():
         math.log(math.exp(2) + 1 + math.e) - 2.0, rel=1e-6)  # no null column: the unanswerable row is left out
     lower = _multi_positive_loss(logits - torch.tensor([[0.0], [1.0]]), [[0], None], null, null_weight=3.0)
     assert lower.item() < got.item()  # an unanswerable question gains by moving away from every sentence
+
+
+def test_the_leakage_control_drops_close_paraphrases_or_as_many_of_each_kind_at_random():
+    from eval.query_adapter import leakage_drop, similar_items
+
+    items = [("Who chairs the OpenInfra Asia advisory board?", [1], [1]),  # a paraphrase of the guarded one
+             ("How many commits did Cyborg get?", [2], [2]),
+             ("Who chairs the Asia board of OpenInfra?", None, None),  # unanswerable, a paraphrase
+             ("What is the capital of France?", None, None),
+             ("Which company upgraded to Gold?", [3], [3])]
+    guarded = ["who chairs the openinfra asia advisory board", "Where is the summit held?"]
+    assert similar_items(items, guarded, 0.5) == [True, False, True, False, False]
+    kept, info = leakage_drop(items, guarded, 0.5)
+    assert [t for t, _, _ in kept] == [items[1][0], items[3][0], items[4][0]]
+    assert info == {"jaccard": 0.5, "at_random": False, "answerable": 1, "unanswerable": 1}
+    for seed in range(5):  # at random: one answerable and one unanswerable question, whichever they are
+        kept, info = leakage_drop(items, guarded, 0.5, at_random=True, seed=seed)
+        assert sum(p is not None for _, p, _ in kept) == 2 and sum(p is None for _, p, _ in kept) == 1
+        assert info["at_random"] and (info["answerable"], info["unanswerable"]) == (1, 1)
+
+
+def test_drop_at_random_without_drop_similar_is_refused(capsys):
+    from eval.cli import main
+
+    assert main(["query-adapter", "--drop-at-random", "--no-progress"]) == 2
+    assert "give both" in capsys.readouterr().err
