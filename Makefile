@@ -111,7 +111,7 @@ reader: install
 ## calibration (about 5 min)
 query-adapter: install
 	$(BIN)/python -m indexer ensure --corpus $(CORPUS) --out $(INDEX)
-	$(BIN)/python -m eval query-adapter --index $(INDEX) --external-dir $(EXTERNAL) --rank 64 --no-progress \
+	$(BIN)/python -m eval query-adapter --index $(INDEX) --external-dir $(EXTERNAL) --rank 48 --no-progress \
 		--save indexer/query_adapter
 	$(MAKE) calibrate-packaged
 

@@ -545,7 +545,7 @@ def _parser() -> argparse.ArgumentParser:
                          "then not used)")
     qa.add_argument("--lr", type=float, default=2e-5)
     qa.add_argument("--scale", type=float, default=20.0, help="cosines are multiplied by this in the softmax")
-    qa.add_argument("--rank", type=int, default=64, help="rank of the change as saved")
+    qa.add_argument("--rank", type=int, default=48, help="rank of the change as saved (48: under 4 MB in fp16)")
     qa.add_argument("--drop-similar", type=float, default=None, metavar="JACCARD",
                     help="leakage control: leave out training questions whose word set has at least this Jaccard "
                          "similarity with a tuning or reported set's question (e.g. 0.5)")

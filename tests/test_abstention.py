@@ -41,8 +41,9 @@ ANSWERED = [
     ("who signs the letter from the board chair?", "Julia Kreger"),
     ("which telco sits on the europe advisory board as a gold rep?", "Deutsche Telekom"),
     ("in how many countries do the Asia hub's members live?", "seven countries"),
-    # an xfail until the "no answer" class (2026-12-07): answered with the sentence giving the event's date
-    ("yo, how many people turned up to OpenInfra Days China in Beijing?", "464"),
+    xfail("yo, how many people turned up to OpenInfra Days China in Beijing?", "464",
+          reason="refused just below the threshold (0.239 against 0.252; the right sentence, 630 registrations / "
+                 "464 who came); answered at the adapter's rank 64, not at the served rank 48"),
     # an xfail until the query adapter: refused, its best sentence the social-media follower count
     ("roughly how big is the openinfra community, in people?", "110,000"),
 ]

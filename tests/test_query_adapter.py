@@ -18,7 +18,7 @@ def test_the_packaged_adapter_is_checked_and_made_for_the_bundled_weights(tmp_pa
     from indexer.query_adapter import PACKAGED_DIR, WEIGHTS, QueryAdapterError, fingerprint, read_adapter, resolve
 
     path, meta = read_adapter()
-    assert path == PACKAGED_DIR and meta["lora_rank"] == 64 and len(meta["targets"]) == 6
+    assert path == PACKAGED_DIR and meta["lora_rank"] == 48 and len(meta["targets"]) == 6
     assert {d["dataset"] for d in meta["trained_on"]} == {f"helpers-{s}" for s in "abcdefgh"}  # never a tuning set
     assert fingerprint(meta) == {"adapter_sha256": meta["adapter_sha256"], "base_sha256": meta["base_sha256"]}
     assert resolve("none") is None and resolve("packaged")[1] == meta and resolve(None)[1] == meta
