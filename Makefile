@@ -91,13 +91,13 @@ calibrate-packaged: install
 	$(BIN)/python -m eval calibrate --index $(INDEX) --external-dir $(EXTERNAL) --write service/ask/calibration.json
 
 ## reader: retrain /v1/ask's reader (MiniLM's first three layers with rank-8 adapters, service/ask/reader) on report
-## dev, report-external and the eight helper sets, and the two fold readers calibrate needs, then refit the
+## dev, report-external and the twelve helper sets, and the two fold readers calibrate needs, then refit the
 ## packaged calibration (~35 min)
 READER_TRAIN := $(BIN)/python -m eval reader --index $(INDEX) --external-dir $(EXTERNAL) --layers 3 --lora 8 --lr 5e-4 \
 	--epochs 3 --neg-per-pos 4 --no-progress
 comma := ,
 space := $(subst ,, )
-HELPERS := $(subst $(space),$(comma),$(foreach s,a b c d e f g h,eval/datasets/helpers-$(s)))
+HELPERS := $(subst $(space),$(comma),$(foreach s,a b c d e f g h i j k l,eval/datasets/helpers-$(s)))
 reader: install
 	$(BIN)/python -m indexer ensure --corpus $(CORPUS) --out $(INDEX)
 	$(READER_TRAIN) --train report:dev,$(HELPERS) --score report-external:all --save eval/readers/without-external
@@ -107,11 +107,11 @@ reader: install
 	$(MAKE) calibrate-packaged
 
 ## query-adapter: retrain the query adapter (indexer/query_adapter: the model fine-tuned on questions only, against
-## the index's fixed vectors, with a "no answer" class, on the eight helper sets), then refit the packaged
-## calibration (about 5 min)
+## the index's fixed vectors, with a "no answer" class, on the twelve helper sets), then refit the packaged
+## calibration (about 10 min)
 query-adapter: install
 	$(BIN)/python -m indexer ensure --corpus $(CORPUS) --out $(INDEX)
-	$(BIN)/python -m eval query-adapter --index $(INDEX) --external-dir $(EXTERNAL) --rank 48 --no-progress \
+	$(BIN)/python -m eval query-adapter --index $(INDEX) --external-dir $(EXTERNAL) --rank 88 --storage int8 --no-progress \
 		--save indexer/query_adapter
 	$(MAKE) calibrate-packaged
 

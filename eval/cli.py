@@ -313,7 +313,7 @@ def cmd_query_adapter(args) -> int:
     model, levels = train(items, sentences, chunks, base, epochs=args.epochs, lr=args.lr, scale=args.scale,
                           seed=args.seed, progress=not args.no_progress, null_weight=args.null_weight)
     minutes = round((time.perf_counter() - t0) / 60, 2)
-    change = low_rank_change(model, base, args.rank)
+    change = low_rank_change(model, base, args.rank, int8=args.storage == "int8")
     shipped = merged_model(base, change)
     plain = merged_model(base, {})
     unanswerable = sum(1 for _, p, _ in items if p is None)
@@ -345,7 +345,8 @@ def cmd_query_adapter(args) -> int:
                                        "and passage vectors" + (f", with a 'no answer' class that the unanswerable "
                                                                 f"questions target (weight {args.null_weight})"
                                                                 if args.null_weight > 0 else "")
-                                       + f"; the change stored at rank {args.rank} (SVD)"},
+                                       + f"; the change stored at rank {args.rank} (SVD)"
+                                       + (", int8 with a scale per rank component" if args.storage == "int8" else ", fp16")},
                 "index": {"version": retriever.index.version, "chunker": retriever.index.manifest.get("chunker")},
                 "figures": out["sets"]}
         out["saved"] = str(save_adapter(args.save, change, args.rank, base, info))
@@ -384,6 +385,7 @@ def cmd_tune(args) -> int:
 
 
 FOLD_READERS = Path(__file__).resolve().parent / "readers"  # readers trained without one tuning set each
+HELPER_SETS = "abcdefghijkl"  # eval/datasets/helpers-<letter>: the training sets of the query adapter and the reader
 HELD_OUT = {("report", "test"), ("report", "fresh"), ("report-external", "keywords")}
 TUNING = {("report", "dev"), ("report-external", "all"), ("report-external", "answerable"),
           ("report-external", "unanswerable")}
@@ -516,7 +518,7 @@ def _parser() -> argparse.ArgumentParser:
     rd = sub.add_parser("reader", help="fit a cross-encoder reader on some question sets and score others "
                                        "(--save: the adapters /v1/ask uses)")
     common(rd)
-    rd.add_argument("--train", default="report:dev," + ",".join(f"eval/datasets/helpers-{s}" for s in "abcdefgh"),
+    rd.add_argument("--train", default="report:dev," + ",".join(f"eval/datasets/helpers-{s}" for s in HELPER_SETS),
                     help="comma list of dataset[:split] to fit on")
     rd.add_argument("--score", default="report-external:all,report:test,report:fresh",
                     help="comma list of dataset[:split] to score")
@@ -535,7 +537,7 @@ def _parser() -> argparse.ArgumentParser:
     qa = sub.add_parser("query-adapter", help="fit the query adapter (questions only) on some question sets and "
                                               "score others (--save: the one the service uses)")
     common(qa)
-    qa.add_argument("--train", default=",".join(f"eval/datasets/helpers-{s}" for s in "abcdefgh"),
+    qa.add_argument("--train", default=",".join(f"eval/datasets/helpers-{s}" for s in HELPER_SETS),
                     help="comma list of dataset[:split] to fit on (never the tuning or reported sets)")
     qa.add_argument("--score", default="report:dev,report-external:all,report:test,report:fresh",
                     help="comma list of dataset[:split] to score")
@@ -545,7 +547,9 @@ def _parser() -> argparse.ArgumentParser:
                          "then not used)")
     qa.add_argument("--lr", type=float, default=2e-5)
     qa.add_argument("--scale", type=float, default=20.0, help="cosines are multiplied by this in the softmax")
-    qa.add_argument("--rank", type=int, default=48, help="rank of the change as saved (48: under 4 MB in fp16)")
+    qa.add_argument("--rank", type=int, default=88, help="rank of the change as saved (88 in int8: under 4 MB)")
+    qa.add_argument("--storage", choices=("int8", "fp16"), default="int8",
+                    help="int8 with a scale per rank component (half of fp16's size, the same figures), or fp16")
     qa.add_argument("--drop-similar", type=float, default=None, metavar="JACCARD",
                     help="leakage control: leave out training questions whose word set has at least this Jaccard "
                          "similarity with a tuning or reported set's question (e.g. 0.5)")

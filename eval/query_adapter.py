@@ -203,13 +203,14 @@ def train(items: list[Item], sentence_vectors: np.ndarray, chunk_vectors: np.nda
     return model.eval(), levels
 
 
-def low_rank_change(model, model_dir, rank: int) -> dict[str, np.ndarray]:
+def low_rank_change(model, model_dir, rank: int, int8: bool = False) -> dict[str, np.ndarray]:
     """The change of each projection in TARGETS from the base weights, cut to `rank` by SVD (B = U·S, A = Vᵀ of
-    the first `rank` singular values; scale 1, i.e. α = rank), fp16, named as indexer.query_adapter reads them."""
+    the first `rank` singular values; scale 1, i.e. α = rank), fp16 or, with `int8`, int8 with a scale per rank
+    component (indexer.lowrank.quantize_int8), named as indexer.query_adapter reads them."""
     import torch
     from safetensors.numpy import load_file
 
-    from indexer.lowrank import factor
+    from indexer.lowrank import factor, quantize_int8
     from indexer.query_adapter import TARGETS, weight_name
 
     base = load_file(str(model_dir / "model.safetensors"))
@@ -220,7 +221,8 @@ def low_rank_change(model, model_dir, rank: int) -> dict[str, np.ndarray]:
             for path, name in TARGETS:
                 key = weight_name(i, path, name)
                 a, b = factor(tuned[key].detach() - torch.from_numpy(base[key].astype(np.float32)), rank)
-                out[f"layer.{i}.{path}.{name}.A"], out[f"layer.{i}.{path}.{name}.B"] = a, b
+                pair = quantize_int8(a, b) if int8 else {"A": a, "B": b}
+                out.update({f"layer.{i}.{path}.{name}.{k}": v for k, v in pair.items()})
     return out
 
 

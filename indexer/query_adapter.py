@@ -9,7 +9,8 @@ fusion and the calibration are tuned on, nor on those the service is reported on
 the report's passages: it is a property of the corpus as much as of the model, and REPORTQA_QUERY_ADAPTER=none
 serves the plain model (for another corpus; see the README, *Query adapter*).
 
-What ships is small (package data, `indexer/query_adapter/`): the adapter pairs in fp16 and
+What ships is small (package data, `indexer/query_adapter/`): the adapter pairs (fp16, or int8 with a scale per
+rank component: indexer.lowrank.quantize_int8) and
 `query_adapter.json`, which records the base weights' checksum, the rank and scale, what it was trained on (file
 checksums) and how. Here it is only read: merged into the base weights once into a plain sentence-transformers
 model directory (`query_model_dir`, kept under the index's `encoders/`), which the torch encoder loads and
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.lowrank import TARGETS  # the projections that carry the change
+from indexer.lowrank import TARGETS, pair_of  # the projections that carry the change; how a pair is stored
 
 FORMAT = 1
 PACKAGED_DIR = Path(__file__).resolve().parent / "query_adapter"
@@ -91,8 +92,7 @@ def merge_pairs(base: dict[str, np.ndarray], pairs: dict[str, np.ndarray], scale
             if key not in out:
                 raise QueryAdapterError(f"the adapter changes {key}, which the base model does not have")
             try:
-                a = pairs[f"layer.{i}.{path}.{name}.A"].astype(np.float32)
-                b = pairs[f"layer.{i}.{path}.{name}.B"].astype(np.float32)
+                a, b = pair_of(pairs, f"layer.{i}.{path}.{name}")
                 out[key] = (out[key].astype(np.float32) + scale * (b @ a)).astype(np.float32)
             except (KeyError, ValueError) as e:  # a pair missing, or of the wrong shape
                 raise QueryAdapterError(f"the adapter's pair for {key} is missing or does not fit: {e}") from e

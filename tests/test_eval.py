@@ -69,9 +69,12 @@ def test_report_external_is_read_in_place_and_its_headings_map_to_anchors(report
 
 
 def test_a_directory_in_report_externals_layout_is_a_dataset_named_after_it(report_chunks):
-    """eval/datasets/helpers-a … -h (written by helper agents from the report alone, see HELPERS.md) load like
+    """eval/datasets/helpers-a … -l (written by helper agents from the report alone, see HELPERS.md) load like
     report-external: verbatim answers, headings that map to anchors, near-miss and off-topic questions."""
-    for name in (f"helpers-{s}" for s in "abcdefgh"):
+    from eval.cli import HELPER_SETS
+
+    assert sorted(p.name for p in (ROOT / "eval" / "datasets").glob("helpers-*")) == [f"helpers-{s}" for s in HELPER_SETS]
+    for name in (f"helpers-{s}" for s in HELPER_SETS):
         ds = load_dataset(str(ROOT / "eval" / "datasets" / name))
         assert ds.name == name and ds.split == "all" and ds.key == "anchor"
         assert sum(q.answerable for q in ds.queries) == 110 and len(ds.queries) == 165

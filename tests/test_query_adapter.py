@@ -17,9 +17,12 @@ from tests.conftest import EXTERNAL_DIR, ROOT, damaged_copy, needs_external
 def test_the_packaged_adapter_is_checked_and_made_for_the_bundled_weights(tmp_path):
     from indexer.query_adapter import PACKAGED_DIR, WEIGHTS, QueryAdapterError, fingerprint, read_adapter, resolve
 
+    from eval.cli import HELPER_SETS
+
     path, meta = read_adapter()
-    assert path == PACKAGED_DIR and meta["lora_rank"] == 48 and len(meta["targets"]) == 6
-    assert {d["dataset"] for d in meta["trained_on"]} == {f"helpers-{s}" for s in "abcdefgh"}  # never a tuning set
+    assert path == PACKAGED_DIR and meta["lora_rank"] == 88 and len(meta["targets"]) == 6
+    assert {d["dataset"] for d in meta["trained_on"]} == {f"helpers-{s}" for s in HELPER_SETS}  # never a tuning set
+    assert "int8" in meta["training"]["method"]
     assert fingerprint(meta) == {"adapter_sha256": meta["adapter_sha256"], "base_sha256": meta["base_sha256"]}
     assert resolve("none") is None and resolve("packaged")[1] == meta and resolve(None)[1] == meta
     with pytest.raises(QueryAdapterError, match="checksum"):
@@ -45,6 +48,7 @@ def test_the_merged_model_is_the_same_every_time_and_is_base_plus_the_change(tmp
     from safetensors.numpy import load_file
 
     from indexer.embed import bundled_model_dir
+    from indexer.lowrank import pair_of
     from indexer.onnx_embed import weights_digest
     from indexer.query_adapter import WEIGHTS, query_model_dir, read_adapter, weight_name
 
@@ -59,8 +63,8 @@ def test_the_merged_model_is_the_same_every_time_and_is_base_plus_the_change(tmp
     pairs = load_file(str(path / WEIGHTS))
     key = weight_name(2, "attention.self", "query")
     scale = meta["lora_alpha"] / meta["lora_rank"]
-    expect = base[key] + scale * (pairs["layer.2.attention.self.query.B"].astype(np.float32)
-                                  @ pairs["layer.2.attention.self.query.A"].astype(np.float32))
+    a_, b_ = pair_of(pairs, "layer.2.attention.self.query")  # fp16, or int8 with its scales
+    expect = base[key] + scale * (b_ @ a_)
     assert np.allclose(merged[key], expect, atol=1e-6) and not np.allclose(merged[key], base[key])
     untouched = "encoder.layer.2.attention.output.LayerNorm.weight"
     assert np.array_equal(merged[untouched], base[untouched])
@@ -208,6 +212,34 @@ def test_training_saves_what_it_scored(tmp_path, real_index):
     texts = [t for t, _, _ in items[:4]]
     ref = scored.encode(texts, normalize_embeddings=True)
     assert (served.encode(texts) * ref).sum(1).min() > 0.9999
+    # stored in int8 (half the size): served as scored, and within a hair of fp16's vectors
+    small = low_rank_change(model, bundled_model_dir(), 8, int8=True)
+    assert small["layer.0.attention.self.query.A"].dtype == np.int8
+    out8 = save_adapter(tmp_path / "adapter8", small, 8, bundled_model_dir(), {"trained_on": ["a test"]})
+    assert (out8 / "adapter.safetensors").stat().st_size < 0.6 * (out / "adapter.safetensors").stat().st_size
+    ref8 = merged_model(bundled_model_dir(), small).encode(texts, normalize_embeddings=True)
+    served8 = SentenceTransformerEmbedder(query_model_dir(tmp_path / "cache", out8)).encode(texts)
+    assert (served8 * ref8).sum(1).min() > 0.9999 and (ref8 * ref).sum(1).min() > 0.999
+
+
+def test_int8_pairs_keep_the_change():
+    """int8 with a scale per rank component: B·A within 2 % of the fp16 pair's (relative Frobenius error), also
+    when the singular values span orders of magnitude."""
+    from indexer.lowrank import pair_of, quantize_int8
+
+    rng = np.random.default_rng(0)
+    u, _ = np.linalg.qr(rng.normal(size=(1536, 32)))
+    v, _ = np.linalg.qr(rng.normal(size=(384, 32)))
+    s = np.geomspace(1.0, 1e-3, 32)
+    a, b = v.T.astype(np.float16), (u * s).astype(np.float16)
+    q = quantize_int8(a, b)
+    assert {k: x.dtype for k, x in q.items()} == {"A": np.int8, "A.scale": np.float16, "B": np.int8,
+                                                  "B.scale": np.float16}
+    a8, b8 = pair_of({f"p.{k}": x for k, x in q.items()}, "p")
+    full = b.astype(np.float32) @ a.astype(np.float32)
+    assert np.linalg.norm(b8 @ a8 - full) / np.linalg.norm(full) < 0.02
+    a16, b16 = pair_of({"p.A": a, "p.B": b}, "p")  # fp16 pairs read as they are
+    assert np.array_equal(b16 @ a16, full)
 
 
 @needs_external
