@@ -22,7 +22,7 @@ export TRANSFORMERS_OFFLINE := 1
 ## on HOST:PORT
 serve: install
 	$(BIN)/python -m indexer ensure --corpus $(CORPUS) --out $(INDEX)
-	$(BIN)/python -m indexer export-onnx --out $(INDEX)
+	$(BIN)/python -m indexer export-onnx --out $(INDEX) --prune
 	$(BIN)/python -m service.ask.reader
 	REPORTQA_INDEX_DIR=$(INDEX) HOST=$(HOST) PORT=$(PORT) $(BIN)/python -m service
 

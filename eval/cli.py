@@ -346,7 +346,8 @@ def cmd_query_adapter(args) -> int:
                                                                 f"questions target (weight {args.null_weight})"
                                                                 if args.null_weight > 0 else "")
                                        + f"; the change stored at rank {args.rank} (SVD)"
-                                       + (", int8 with a scale per rank component" if args.storage == "int8" else ", fp16")},
+                                       + (", int8 with a scale per rank component" if args.storage == "int8"
+                                          else ", fp16")},
                 "index": {"version": retriever.index.version, "chunker": retriever.index.manifest.get("chunker")},
                 "figures": out["sets"]}
         out["saved"] = str(save_adapter(args.save, change, args.rank, base, info))

@@ -161,6 +161,23 @@ def onnx_dir(index_root: Path, fp: dict | None) -> Path:
     return base / "onnx" if fp is None else base / f"onnx-query-{fp['adapter_sha256'][:12]}"
 
 
+def stale_encoders(index_root: Path, fp: dict | None) -> list[Path]:
+    """The merged query models (`query-model-*`) and ONNX exports (`onnx-query-*`) under `<index_root>/encoders` made
+    for adapters other than the one of fingerprint `fp` (None: the plain model, whose export `encoders/onnx` is
+    never stale): what `python -m indexer export-onnx --prune` removes after a new adapter's export (about 200 MB
+    each). A service already running keeps what it loaded; one started later with an older adapter merges and
+    exports again."""
+    base = Path(index_root) / "encoders"
+    if not base.is_dir():
+        return []
+    keep = set()
+    if fp is not None:
+        keep = {f"onnx-query-{fp['adapter_sha256'][:12]}",
+                f"query-model-{fp['adapter_sha256'][:16]}-{fp['base_sha256'][:8]}"}
+    return sorted(d for d in base.iterdir() if d.is_dir() and d.name not in keep
+                  and (d.name.startswith("onnx-query-") or d.name.startswith("query-model-")))
+
+
 def query_embedder(base, cache: Path, setting: str | Path | None = "packaged", threads: int | None = None):
     """What questions are encoded with on torch: `base` itself (the plain model's encoder, which builds indexes)
     when `setting` names no adapter (resolve), else the base weights with the adapter merged in (made once under

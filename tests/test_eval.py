@@ -73,7 +73,8 @@ def test_a_directory_in_report_externals_layout_is_a_dataset_named_after_it(repo
     report-external: verbatim answers, headings that map to anchors, near-miss and off-topic questions."""
     from eval.cli import HELPER_SETS
 
-    assert sorted(p.name for p in (ROOT / "eval" / "datasets").glob("helpers-*")) == [f"helpers-{s}" for s in HELPER_SETS]
+    on_disk = sorted(p.name for p in (ROOT / "eval" / "datasets").glob("helpers-*"))
+    assert on_disk == [f"helpers-{s}" for s in HELPER_SETS]
     for name in (f"helpers-{s}" for s in HELPER_SETS):
         ds = load_dataset(str(ROOT / "eval" / "datasets" / name))
         assert ds.name == name and ds.split == "all" and ds.key == "anchor"

@@ -15,9 +15,8 @@ from tests.conftest import EXTERNAL_DIR, ROOT, damaged_copy, needs_external
 
 
 def test_the_packaged_adapter_is_checked_and_made_for_the_bundled_weights(tmp_path):
-    from indexer.query_adapter import PACKAGED_DIR, WEIGHTS, QueryAdapterError, fingerprint, read_adapter, resolve
-
     from eval.cli import HELPER_SETS
+    from indexer.query_adapter import PACKAGED_DIR, WEIGHTS, QueryAdapterError, fingerprint, read_adapter, resolve
 
     path, meta = read_adapter()
     assert path == PACKAGED_DIR and meta["lora_rank"] == 88 and len(meta["targets"]) == 6
@@ -317,3 +316,32 @@ def test_drop_at_random_without_drop_similar_is_refused(capsys):
 
     assert main(["query-adapter", "--drop-at-random", "--no-progress"]) == 2
     assert "give both" in capsys.readouterr().err
+
+
+def test_export_onnx_prune_removes_only_other_adapters_merges_and_exports(tmp_path, monkeypatch):
+    """`python -m indexer export-onnx --prune`: after the export for the packaged adapter, the merged models and
+    exports of other adapters under <index>/encoders go; the plain model's export, the current adapter's and
+    anything else stay."""
+    import indexer.onnx_embed
+    import indexer.query_adapter
+    from indexer import cli
+    from indexer.query_adapter import fingerprint, onnx_dir, read_adapter, stale_encoders
+
+    fp = fingerprint(read_adapter()[1])
+    enc = tmp_path / "encoders"
+    current_model = enc / f"query-model-{fp['adapter_sha256'][:16]}-{fp['base_sha256'][:8]}"
+    keep = [enc / "onnx", onnx_dir(tmp_path, fp), current_model, enc / "notes"]
+    stale = [enc / "onnx-query-0123456789ab", enc / "query-model-0123456789abcdef-01234567"]
+    for d in keep + stale:
+        d.mkdir(parents=True)
+    assert stale_encoders(tmp_path, fp) == sorted(stale)
+    assert stale_encoders(tmp_path, None) == sorted(stale + [onnx_dir(tmp_path, fp), current_model])
+    assert stale_encoders(tmp_path / "nothing", fp) == []
+    made = []
+    monkeypatch.setattr(indexer.onnx_embed, "export_onnx", lambda target, *a, **k: made.append(target) or target)
+    monkeypatch.setattr(indexer.query_adapter, "query_model_dir", lambda cache, *a, **k: current_model)
+    assert cli.main(["export-onnx", "--out", str(tmp_path)]) == 0  # without --prune: nothing removed
+    assert all(d.is_dir() for d in keep + stale)
+    assert cli.main(["export-onnx", "--out", str(tmp_path), "--prune"]) == 0
+    assert made == [onnx_dir(tmp_path, fp)] * 2
+    assert all(d.is_dir() for d in keep) and not any(d.exists() for d in stale)
