@@ -313,7 +313,7 @@ def cmd_query_adapter(args) -> int:
     model, levels = train(items, sentences, chunks, base, epochs=args.epochs, lr=args.lr, scale=args.scale,
                           seed=args.seed, progress=not args.no_progress, null_weight=args.null_weight)
     minutes = round((time.perf_counter() - t0) / 60, 2)
-    change = low_rank_change(model, base, args.rank, int8=args.storage == "int8")
+    change = low_rank_change(model, base, args.rank, storage=args.storage)
     shipped = merged_model(base, change)
     plain = merged_model(base, {})
     unanswerable = sum(1 for _, p, _ in items if p is None)
@@ -345,9 +345,7 @@ def cmd_query_adapter(args) -> int:
                                        "and passage vectors" + (f", with a 'no answer' class that the unanswerable "
                                                                 f"questions target (weight {args.null_weight})"
                                                                 if args.null_weight > 0 else "")
-                                       + f"; the change stored at rank {args.rank} (SVD)"
-                                       + (", int8 with a scale per rank component" if args.storage == "int8"
-                                          else ", fp16")},
+                                       + f"; the change stored at rank {args.rank} (SVD), {args.storage}"},
                 "index": {"version": retriever.index.version, "chunker": retriever.index.manifest.get("chunker")},
                 "figures": out["sets"]}
         out["saved"] = str(save_adapter(args.save, change, args.rank, base, info))

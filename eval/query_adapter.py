@@ -203,15 +203,19 @@ def train(items: list[Item], sentence_vectors: np.ndarray, chunk_vectors: np.nda
     return model.eval(), levels
 
 
-def low_rank_change(model, model_dir, rank: int, int8: bool = False) -> dict[str, np.ndarray]:
+def low_rank_change(model, model_dir, rank: int, storage: str = "fp16") -> dict[str, np.ndarray]:
     """The change of each projection in TARGETS from the base weights, cut to `rank` by SVD (B = U·S, A = Vᵀ of
-    the first `rank` singular values; scale 1, i.e. α = rank), fp16 or, with `int8`, int8 with a scale per rank
-    component (indexer.lowrank.quantize_int8), named as indexer.query_adapter reads them."""
+    the first `rank` singular values; scale 1, i.e. α = rank), stored (indexer.query_adapter.STORAGES) in fp16 or in
+    int8 with a scale per rank component (indexer.lowrank.quantize_int8), named as indexer.query_adapter reads
+    them."""
     import torch
     from safetensors.numpy import load_file
 
     from indexer.lowrank import factor, quantize_int8
-    from indexer.query_adapter import TARGETS, weight_name
+    from indexer.query_adapter import STORAGES, TARGETS, weight_name
+
+    if storage not in STORAGES:
+        raise ValueError(f"storage is one of {', '.join(STORAGES)}, not {storage!r}")
 
     base = load_file(str(model_dir / "model.safetensors"))
     tuned = dict(model[0].auto_model.named_parameters())
@@ -220,8 +224,12 @@ def low_rank_change(model, model_dir, rank: int, int8: bool = False) -> dict[str
         for i in range(len(model[0].auto_model.encoder.layer)):
             for path, name in TARGETS:
                 key = weight_name(i, path, name)
-                a, b = factor(tuned[key].detach() - torch.from_numpy(base[key].astype(np.float32)), rank)
-                pair = quantize_int8(a, b) if int8 else {"A": a, "B": b}
+                delta = tuned[key].detach() - torch.from_numpy(base[key].astype(np.float32))
+                if storage == "int8":
+                    pair = quantize_int8(*factor(delta, rank, dtype=np.float32))
+                else:
+                    a, b = factor(delta, rank)
+                    pair = {"A": a, "B": b}
                 out.update({f"layer.{i}.{path}.{name}.{k}": v for k, v in pair.items()})
     return out
 
@@ -244,7 +252,8 @@ def save_adapter(out_dir, tensors: dict[str, np.ndarray], rank: int, model_dir, 
     digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
     tmp.chmod(0o644)
     tmp.replace(out_dir / WEIGHTS)
-    meta = {"format": FORMAT, "base_model": "sentence-transformers/all-MiniLM-L6-v2",
+    storage = "int8" if any(v.dtype == np.int8 for v in tensors.values()) else "fp16"
+    meta = {"format": FORMAT, "storage": storage, "base_model": "sentence-transformers/all-MiniLM-L6-v2",
             "base_sha256": weights_digest(Path(model_dir)), "lora_rank": rank, "lora_alpha": float(rank),
             "targets": [f"{p}.{n}" for p, n in TARGETS], "applies_to": "questions only (passages: the base model)",
             "adapter_sha256": digest, **info}

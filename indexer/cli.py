@@ -61,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="packaged (default; REPORTQA_QUERY_ADAPTER), a directory, or none (the plain model): what the "
                         "service encodes questions with (indexer.query_adapter)")
     x.add_argument("--prune", action="store_true",
-                   help="then remove the merged models and exports of other adapters under <out>/encoders")
+                   help="then remove the merged models and exports of other adapters under <out>/encoders (also "
+                        "with --to)")
     q = sub.add_parser("qdrant-publish", help="write an index version to Qdrant as a collection and point the "
                                               "alias at it (an existing complete collection is reused)")
     q.add_argument("--out", type=Path, default=Path("index"))
@@ -93,12 +94,12 @@ def _export_onnx(args: argparse.Namespace) -> int:
         print(f"error: cannot export the model to ONNX: {e}", file=sys.stderr)
         return EXIT_MODEL
     print(f"ONNX model in {target}")
-    if args.prune and args.to is None:
+    if args.prune:
         import shutil
 
         for stale in stale_encoders(args.out, fp):
             shutil.rmtree(stale, ignore_errors=True)
-            print(f"removed {stale} (another query adapter's)")
+            print(f"{'could not remove' if stale.exists() else 'removed'} {stale} (another query adapter's)")
     return 0
 
 

@@ -4,6 +4,8 @@ things trained from the bundled MiniLM: /v1/ask's reader (service.ask.reader) an
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 # (module path inside one BERT layer, attribute): every attention and feed-forward projection
@@ -11,29 +13,31 @@ TARGETS = (("attention.self", "query"), ("attention.self", "key"), ("attention.s
            ("attention.output", "dense"), ("intermediate", "dense"), ("output", "dense"))
 
 
-def factor(delta, rank: int) -> tuple[np.ndarray, np.ndarray]:
+def factor(delta, rank: int, dtype=np.float16) -> tuple[np.ndarray, np.ndarray]:
     """A change of one weight (a torch matrix) cut to `rank` by SVD: (A = Vᵀ, B = U·S) of its first `rank` singular
-    values, fp16, so that B·A approximates it (scale 1: stored with α = rank)."""
+    values, in `dtype` (fp16 as stored; float32 to quantize further), so that B·A approximates it (scale 1: stored
+    with α = rank)."""
     import torch
 
     u, s, vt = torch.linalg.svd(delta, full_matrices=False)
     # C order: SVD's factors come column-major, and safetensors writes the buffer as it lies
-    return (np.ascontiguousarray(vt[:rank].numpy(), dtype=np.float16),
-            np.ascontiguousarray((u[:, :rank] * s[:rank]).numpy(), dtype=np.float16))
+    return (np.ascontiguousarray(vt[:rank].numpy(), dtype=dtype),
+            np.ascontiguousarray((u[:, :rank] * s[:rank]).numpy(), dtype=dtype))
 
 
 def quantize_int8(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
-    """A pair (A: rank × in, B: out × rank) in int8 with one fp16 scale per rank component (A's rows, B's columns:
-    each holds one singular direction, so each gets the range of its own values), under the names
-    {"A", "A.scale", "B", "B.scale"}: half of fp16's size, which doubles the rank that fits a size limit."""
+    """A pair (A: rank × in, B: out × rank; best from factor(…, dtype=np.float32)) in int8 with one float32 scale per
+    rank component (A's rows, B's columns: each holds one singular direction, so each gets the range of its own
+    values; float32 because B's columns scale with the singular values, and small ones are subnormal in fp16), under
+    the names {"A", "A.scale", "B", "B.scale"}: about half of fp16's size, which doubles the rank that fits a limit."""
     a32, b32 = a.astype(np.float32), b.astype(np.float32)
-    sa = np.maximum(np.abs(a32).max(axis=1), 1e-12) / 127.0
-    sb = np.maximum(np.abs(b32).max(axis=0), 1e-12) / 127.0
-    return {"A": np.clip(np.rint(a32 / sa[:, None]), -127, 127).astype(np.int8), "A.scale": sa.astype(np.float16),
-            "B": np.clip(np.rint(b32 / sb[None, :]), -127, 127).astype(np.int8), "B.scale": sb.astype(np.float16)}
+    sa = (np.maximum(np.abs(a32).max(axis=1), 1e-30) / 127.0).astype(np.float32)
+    sb = (np.maximum(np.abs(b32).max(axis=0), 1e-30) / 127.0).astype(np.float32)
+    return {"A": np.clip(np.rint(a32 / sa[:, None]), -127, 127).astype(np.int8), "A.scale": sa,
+            "B": np.clip(np.rint(b32 / sb[None, :]), -127, 127).astype(np.int8), "B.scale": sb}
 
 
-def pair_of(tensors, prefix: str) -> tuple[np.ndarray, np.ndarray]:
+def pair_of(tensors: Mapping[str, np.ndarray], prefix: str) -> tuple[np.ndarray, np.ndarray]:
     """(A, B) in float32 of the pair stored under `prefix` (".A", ".B"), fp16 or int8 with their scales
     (quantize_int8). KeyError when a tensor is missing."""
     a, b = tensors[f"{prefix}.A"], tensors[f"{prefix}.B"]

@@ -33,7 +33,9 @@ import numpy as np
 
 from indexer.lowrank import TARGETS, pair_of  # the projections that carry the change; how a pair is stored
 
-FORMAT = 1
+FORMAT = 2  # written; 1 (fp16 pairs, before `storage` was recorded) is still read
+READABLE_FORMATS = (1, 2)
+STORAGES = ("fp16", "int8")  # how the pairs are stored (`storage` in the meta; indexer.lowrank.quantize_int8)
 PACKAGED_DIR = Path(__file__).resolve().parent / "query_adapter"
 META, WEIGHTS = "query_adapter.json", "adapter.safetensors"
 NONE = "none"  # the setting that serves the plain model
@@ -64,8 +66,12 @@ def read_adapter(adapter_dir: Path | None = None, model_dir: Path | None = None)
     if not isinstance(meta, dict) or not all(k in meta for k in ("lora_rank", "lora_alpha", "adapter_sha256",
                                                                   "base_sha256")):
         raise QueryAdapterError(f"{adapter_dir / META} is not a query adapter's description")
-    if meta.get("format") != FORMAT:
-        raise QueryAdapterError(f"{adapter_dir / META} has format {meta.get('format')!r}; this code reads {FORMAT}")
+    if meta.get("format") not in READABLE_FORMATS:
+        raise QueryAdapterError(f"{adapter_dir / META} has format {meta.get('format')!r}; this code reads "
+                                f"{' and '.join(map(str, READABLE_FORMATS))}")
+    if meta.get("storage", "fp16") not in STORAGES:
+        raise QueryAdapterError(f"{adapter_dir / META} stores its pairs as {meta.get('storage')!r}; this code reads "
+                                f"{' and '.join(STORAGES)}")
     if hashlib.sha256(data).hexdigest() != meta.get("adapter_sha256"):
         raise QueryAdapterError(f"{adapter_dir / WEIGHTS} does not match the checksum in {META}")
     if meta.get("base_sha256") != weights_digest(model_dir):
@@ -164,9 +170,11 @@ def onnx_dir(index_root: Path, fp: dict | None) -> Path:
 def stale_encoders(index_root: Path, fp: dict | None) -> list[Path]:
     """The merged query models (`query-model-*`) and ONNX exports (`onnx-query-*`) under `<index_root>/encoders` made
     for adapters other than the one of fingerprint `fp` (None: the plain model, whose export `encoders/onnx` is
-    never stale): what `python -m indexer export-onnx --prune` removes after a new adapter's export (about 200 MB
-    each). A service already running keeps what it loaded; one started later with an older adapter merges and
-    exports again."""
+    never stale; temporary `.query-model-*` directories of a merge under way are not listed): what `python -m
+    indexer export-onnx --prune` removes after a new adapter's export (about 200 MB each). A service already
+    running keeps what it loaded; one started later with another adapter merges it again for torch, but has no
+    ONNX export until `python -m indexer export-onnx` makes one (with REPORTQA_ENCODER=auto it encodes with torch
+    meanwhile, and says so)."""
     base = Path(index_root) / "encoders"
     if not base.is_dir():
         return []

@@ -21,7 +21,13 @@ def test_the_packaged_adapter_is_checked_and_made_for_the_bundled_weights(tmp_pa
     path, meta = read_adapter()
     assert path == PACKAGED_DIR and meta["lora_rank"] == 88 and len(meta["targets"]) == 6
     assert {d["dataset"] for d in meta["trained_on"]} == {f"helpers-{s}" for s in HELPER_SETS}  # never a tuning set
-    assert "int8" in meta["training"]["method"]
+    from safetensors.numpy import load_file
+
+    assert meta["format"] == 2 and meta["storage"] == "int8"
+    pairs = load_file(str(path / WEIGHTS))
+    assert {v.dtype for k, v in pairs.items() if k.endswith((".A", ".B"))} == {np.dtype(np.int8)}
+    assert {v.dtype for k, v in pairs.items() if k.endswith(".scale")} == {np.dtype(np.float32)}
+    assert len(pairs) == 4 * 6 * len(meta["targets"])  # A, B and their scales, six layers
     assert fingerprint(meta) == {"adapter_sha256": meta["adapter_sha256"], "base_sha256": meta["base_sha256"]}
     assert resolve("none") is None and resolve("packaged")[1] == meta and resolve(None)[1] == meta
     with pytest.raises(QueryAdapterError, match="checksum"):
@@ -212,17 +218,18 @@ def test_training_saves_what_it_scored(tmp_path, real_index):
     ref = scored.encode(texts, normalize_embeddings=True)
     assert (served.encode(texts) * ref).sum(1).min() > 0.9999
     # stored in int8 (half the size): served as scored, and within a hair of fp16's vectors
-    small = low_rank_change(model, bundled_model_dir(), 8, int8=True)
+    small = low_rank_change(model, bundled_model_dir(), 8, storage="int8")
     assert small["layer.0.attention.self.query.A"].dtype == np.int8
     out8 = save_adapter(tmp_path / "adapter8", small, 8, bundled_model_dir(), {"trained_on": ["a test"]})
     assert (out8 / "adapter.safetensors").stat().st_size < 0.6 * (out / "adapter.safetensors").stat().st_size
+    assert [json.loads((d / "query_adapter.json").read_text())["storage"] for d in (out, out8)] == ["fp16", "int8"]
     ref8 = merged_model(bundled_model_dir(), small).encode(texts, normalize_embeddings=True)
     served8 = SentenceTransformerEmbedder(query_model_dir(tmp_path / "cache", out8)).encode(texts)
     assert (served8 * ref8).sum(1).min() > 0.9999 and (ref8 * ref).sum(1).min() > 0.999
 
 
 def test_int8_pairs_keep_the_change():
-    """int8 with a scale per rank component: B·A within 2 % of the fp16 pair's (relative Frobenius error), also
+    """int8 with a scale per rank component: B·A within 2 % of the float pair's (relative Frobenius error), also
     when the singular values span orders of magnitude."""
     from indexer.lowrank import pair_of, quantize_int8
 
@@ -230,15 +237,62 @@ def test_int8_pairs_keep_the_change():
     u, _ = np.linalg.qr(rng.normal(size=(1536, 32)))
     v, _ = np.linalg.qr(rng.normal(size=(384, 32)))
     s = np.geomspace(1.0, 1e-3, 32)
-    a, b = v.T.astype(np.float16), (u * s).astype(np.float16)
+    a, b = v.T.astype(np.float32), (u * s).astype(np.float32)  # factor(…, dtype=np.float32)
     q = quantize_int8(a, b)
-    assert {k: x.dtype for k, x in q.items()} == {"A": np.int8, "A.scale": np.float16, "B": np.int8,
-                                                  "B.scale": np.float16}
+    assert {k: x.dtype for k, x in q.items()} == {"A": np.int8, "A.scale": np.float32, "B": np.int8,
+                                                  "B.scale": np.float32}
     a8, b8 = pair_of({f"p.{k}": x for k, x in q.items()}, "p")
     full = b.astype(np.float32) @ a.astype(np.float32)
     assert np.linalg.norm(b8 @ a8 - full) / np.linalg.norm(full) < 0.02
-    a16, b16 = pair_of({"p.A": a, "p.B": b}, "p")  # fp16 pairs read as they are
-    assert np.array_equal(b16 @ a16, full)
+    # each singular direction keeps its own value, the smallest (1e-3 of the largest) too: a scale per tensor, or
+    # per row of B, would crush it
+    kept = np.einsum("ir,ij,jr->r", u, b8 @ a8, v)
+    assert np.all(np.abs(kept - s) / s < 0.05)
+    a16, b16 = pair_of({"p.A": a.astype(np.float16), "p.B": b.astype(np.float16)}, "p")  # fp16: read as they are
+    assert np.array_equal(b16, b.astype(np.float16).astype(np.float32)) and a16.dtype == np.float32
+
+
+def test_an_int8_pair_without_its_scale_is_a_clear_error():
+    from indexer.lowrank import TARGETS, quantize_int8
+    from indexer.query_adapter import QueryAdapterError, merge_pairs, weight_name
+
+    rng = np.random.default_rng(1)
+    shapes = {"intermediate.dense": (1536, 384), "output.dense": (384, 1536)}
+    base, pairs = {}, {}
+    for path, name in TARGETS:
+        out_dim, in_dim = shapes.get(f"{path}.{name}", (384, 384))
+        base[weight_name(0, path, name)] = np.zeros((out_dim, in_dim), dtype=np.float32)
+        q = quantize_int8(rng.normal(size=(4, in_dim)).astype(np.float32),
+                          rng.normal(size=(out_dim, 4)).astype(np.float32))
+        pairs.update({f"layer.0.{path}.{name}.{k}": x for k, x in q.items()})
+    assert np.abs(merge_pairs(base, pairs, 1.0)[weight_name(0, "attention.self", "query")]).max() > 0
+    del pairs["layer.0.attention.self.query.B.scale"]
+    with pytest.raises(QueryAdapterError, match="missing or does not fit"):
+        merge_pairs(base, pairs, 1.0)
+
+
+def test_adapter_formats_and_storages(tmp_path):
+    """Format 1 (fp16 pairs, no `storage`) is still read; a later format or an unknown storage is refused, so that
+    no code reads pairs it does not know how to scale."""
+    from indexer.query_adapter import META, PACKAGED_DIR, QueryAdapterError, read_adapter
+
+    def variant(name: str, **change) -> Path:
+        d = tmp_path / name
+        shutil.copytree(PACKAGED_DIR, d)
+        meta = json.loads((d / META).read_text())
+        for k, v in change.items():
+            if v is None:
+                meta.pop(k, None)
+            else:
+                meta[k] = v
+        (d / META).write_text(json.dumps(meta))
+        return d
+
+    assert read_adapter(variant("one", format=1, storage=None))[1]["format"] == 1
+    with pytest.raises(QueryAdapterError, match="format 3"):
+        read_adapter(variant("three", format=3))
+    with pytest.raises(QueryAdapterError, match="int4"):
+        read_adapter(variant("int4", storage="int4"))
 
 
 @needs_external
@@ -330,7 +384,7 @@ def test_export_onnx_prune_removes_only_other_adapters_merges_and_exports(tmp_pa
     fp = fingerprint(read_adapter()[1])
     enc = tmp_path / "encoders"
     current_model = enc / f"query-model-{fp['adapter_sha256'][:16]}-{fp['base_sha256'][:8]}"
-    keep = [enc / "onnx", onnx_dir(tmp_path, fp), current_model, enc / "notes"]
+    keep = [enc / "onnx", onnx_dir(tmp_path, fp), current_model, enc / "notes", enc / ".query-model-x1y2"]
     stale = [enc / "onnx-query-0123456789ab", enc / "query-model-0123456789abcdef-01234567"]
     for d in keep + stale:
         d.mkdir(parents=True)
@@ -340,8 +394,21 @@ def test_export_onnx_prune_removes_only_other_adapters_merges_and_exports(tmp_pa
     made = []
     monkeypatch.setattr(indexer.onnx_embed, "export_onnx", lambda target, *a, **k: made.append(target) or target)
     monkeypatch.setattr(indexer.query_adapter, "query_model_dir", lambda cache, *a, **k: current_model)
-    assert cli.main(["export-onnx", "--out", str(tmp_path)]) == 0  # without --prune: nothing removed
+    args = ["export-onnx", "--out", str(tmp_path), "--query-adapter", "packaged"]
+    assert cli.main(args) == 0  # without --prune: nothing removed
     assert all(d.is_dir() for d in keep + stale)
-    assert cli.main(["export-onnx", "--out", str(tmp_path), "--prune"]) == 0
+    assert cli.main([*args, "--prune"]) == 0
     assert made == [onnx_dir(tmp_path, fp)] * 2
     assert all(d.is_dir() for d in keep) and not any(d.exists() for d in stale)
+    stale[0].mkdir()  # --to writes the export elsewhere; --prune still cleans <out>/encoders
+    assert cli.main([*args, "--to", str(tmp_path / "elsewhere"), "--prune"]) == 0
+    assert made[-1] == tmp_path / "elsewhere" and not stale[0].exists() and all(d.is_dir() for d in keep)
+
+
+def test_the_makefile_trains_on_the_helper_sets_the_cli_does():
+    import re
+
+    from eval.cli import HELPER_SETS
+
+    letters = re.search(r"\$\(foreach s,([a-z ]+),eval/datasets/helpers-\$\(s\)\)", (ROOT / "Makefile").read_text())
+    assert letters and letters.group(1).split() == list(HELPER_SETS)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.lowrank import TARGETS  # the projections that carry an adapter
+from indexer.lowrank import TARGETS, pair_of  # the projections that carry an adapter; how a pair is stored
 
 log = logging.getLogger(__name__)
 
@@ -201,8 +201,7 @@ def merge(model_dir: Path, tensors: dict[str, np.ndarray], scale: float, layers:
     with torch.no_grad():
         for i, layer in enumerate(model.bert.encoder.layer):
             for (path, name), (owner, _) in zip(TARGETS, targets(layer), strict=True):
-                a = torch.from_numpy(tensors[f"layer.{i}.{path}.{name}.A"].astype(np.float32))
-                b = torch.from_numpy(tensors[f"layer.{i}.{path}.{name}.B"].astype(np.float32))
+                a, b = (torch.from_numpy(x) for x in pair_of(tensors, f"layer.{i}.{path}.{name}"))
                 getattr(owner, name).weight += scale * (b @ a)
         model.head.weight.copy_(torch.from_numpy(tensors["head.weight"]))
         model.head.bias.copy_(torch.from_numpy(tensors["head.bias"]))
