@@ -104,10 +104,9 @@ def test_off_topic_questions_are_not_answered(client, question):
     "What is the price of a Gold membership?",  # an amount of money: the report states none
     "How many employees work for the OpenInfra Foundation?",  # a word the report never uses
     "Who is the treasurer of OpenInfra Europe?",  # a role nobody holds in the report
-    pytest.param("How many commits did Kata Containers get in 2023?", marks=pytest.mark.xfail(
-        strict=True, reason="commits are counted for Cyborg, Skyline and Venus only; since 2026-12-07 (the query "
-                            "adapter's 'no answer' class, its calibration) answered with Cyborg's count, as the "
-                            "Zuul question of tests/test_abstention.py is")),
+    # commits are counted for Cyborg, Skyline and Venus only: answered with Cyborg's count on 2026-12-07, refused
+    # again since the adapter and the reader of twelve helper sets
+    "How many commits did Kata Containers get in 2023?",
     "What was the budget of OpenInfra Asia?",
 ])
 def test_questions_close_to_the_report_but_not_answered_by_it(client, question):
