@@ -92,7 +92,7 @@ calibrate-packaged: install
 
 ## reader: retrain /v1/ask's reader (MiniLM's first three layers with rank-8 adapters, service/ask/reader) on report
 ## dev, report-external and the twelve helper sets, and the two fold readers calibrate needs, then refit the
-## packaged calibration (~35 min)
+## packaged calibration (~50 min)
 READER_TRAIN := $(BIN)/python -m eval reader --index $(INDEX) --external-dir $(EXTERNAL) --layers 3 --lora 8 --lr 5e-4 \
 	--epochs 3 --neg-per-pos 4 --no-progress
 comma := ,
