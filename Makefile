@@ -108,7 +108,7 @@ reader: install
 
 ## query-adapter: retrain the query adapter (indexer/query_adapter: the model fine-tuned on questions only, against
 ## the index's fixed vectors, with a "no answer" class, on the twelve helper sets), then refit the packaged
-## calibration (about 10 min)
+## calibration (about 7 min)
 query-adapter: install
 	$(BIN)/python -m indexer ensure --corpus $(CORPUS) --out $(INDEX)
 	$(BIN)/python -m eval query-adapter --index $(INDEX) --external-dir $(EXTERNAL) --rank 88 --storage int8 --no-progress \
