@@ -14,6 +14,7 @@ from pathlib import Path
 
 from eval.calibrate import MAX_FALSE_ABSTENTION
 from eval.datasets import Dataset, DatasetError, load_dataset, resolve_sections
+from indexer.query_adapter import STORAGES
 from indexer.store import SCHEMA_VERSION, has_index
 
 ALL_MODES = ("lexical", "dense", "hybrid", "naive", "ask")
@@ -547,7 +548,7 @@ def _parser() -> argparse.ArgumentParser:
     qa.add_argument("--lr", type=float, default=2e-5)
     qa.add_argument("--scale", type=float, default=20.0, help="cosines are multiplied by this in the softmax")
     qa.add_argument("--rank", type=int, default=88, help="rank of the change as saved (88 in int8: under 4 MB)")
-    qa.add_argument("--storage", choices=("int8", "fp16"), default="int8",
+    qa.add_argument("--storage", choices=STORAGES, default="int8",
                     help="int8 with a scale per rank component (half of fp16's size, the same figures), or fp16")
     qa.add_argument("--drop-similar", type=float, default=None, metavar="JACCARD",
                     help="leakage control: leave out training questions whose word set has at least this Jaccard "

@@ -1,9 +1,9 @@
 """Train the query adapter (indexer.query_adapter): the embedding model fine-tuned on questions only, against the
 index's fixed passage and sentence vectors.
 
-    python -m eval query-adapter --train eval/datasets/helpers-a,...,helpers-h \\
+    python -m eval query-adapter --train eval/datasets/helpers-a,...,helpers-l \\
         --score report:dev,report-external:all,report:test,report:fresh [--save indexer/query_adapter]
-    make query-adapter    # the packaged adapter (about 5 min), then the packaged calibration
+    make query-adapter    # the packaged adapter (about 7 min), then the packaged calibration
 
 For each answerable question: its positives are the index's sentences that hold one of its answer strings and
 the passages (chunks) that do. The question is encoded by the model being trained (mean pooling, L2 norm, as
