@@ -171,7 +171,7 @@ def stale_encoders(index_root: Path, fp: dict | None) -> list[Path]:
     """The merged query models (`query-model-*`) and ONNX exports (`onnx-query-*`) under `<index_root>/encoders` made
     for adapters other than the one of fingerprint `fp` (None: the plain model, whose export `encoders/onnx` is
     never stale; temporary `.query-model-*` directories of a merge under way are not listed): what `python -m
-    indexer export-onnx --prune` removes after a new adapter's export (about 200 MB each). A service already
+    indexer export-onnx --prune` removes after a new adapter's export (283 MB per adapter here). A service already
     running keeps what it loaded; one started later with another adapter merges it again for torch, but has no
     ONNX export until `python -m indexer export-onnx` makes one (with REPORTQA_ENCODER=auto it encodes with torch
     meanwhile, and says so)."""
