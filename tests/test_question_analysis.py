@@ -3,8 +3,9 @@
 import pytest
 
 from indexer.text import stem
-from service.ask.evidence import counted_near, evidence_window, matches_term
+from service.ask.evidence import Candidate, answer_text, counted_near, evidence_window, matches_term, refers_back
 from service.ask.question import count_head, count_unit, focus_terms, question_type
+from service.retrieval import Hit
 
 
 @pytest.mark.parametrize("question,kind", [
@@ -63,6 +64,33 @@ def test_evidence_window_includes_list_headers_and_the_previous_sentence():
     prose = {"text": "The Summit was in Vancouver. It drew 50 countries.", "heading_path": [],
              "sentences": [(0, 28), (29, 50)]}
     assert "Vancouver" in evidence_window(prose, 1)
+
+
+def _answer_of(text: str, sentences: list[tuple[int, int]], i: int) -> str:
+    chunk = {"text": text, "heading_path": ["Message"], "sentences": sentences}
+    a, b = sentences[i]
+    return answer_text([Hit(0, chunk, 1.0, 0.5, 0.0)], Candidate(0, a, b, text[a:b], 0.5, 0.5, 1.0))
+
+
+def test_an_answer_that_refers_back_brings_the_sentence_it_refers_to():
+    text = ("Fears surrounding AI are rife. These concerns have led to proposals to regulate open source. "
+            "In 2023 the board met twice.")
+    spans = [(0, 30), (31, 92), (93, len(text))]
+    assert _answer_of(text, spans, 1) == text[:92]  # "These concerns" is read with what they are
+    assert _answer_of(text, spans, 2) == text[93:]  # self-contained: alone
+    assert _answer_of(text, [(0, 30), (31, 92)], 0) == text[:30]  # the first sentence has nothing before it
+    listed = "Members:\n- It Corp joined\n- Acme left"
+    assert _answer_of(listed, [(0, 8), (9, 25), (26, len(listed))], 1) == "- It Corp joined"  # a list item
+
+
+@pytest.mark.parametrize("sentence,back", [
+    ("These events were held in Korea.", True), ("It drew 50 countries.", True),
+    ("Such efforts continue.", True), ("They met in Vancouver.", True),
+    ("The Summit was in Vancouver.", False), ("Kata Containers released 3.0.", False),
+    ("Thereafter the board met.", False), ("", False),
+])
+def test_what_refers_back(sentence, back):
+    assert refers_back(sentence) is back
 
 
 @pytest.mark.parametrize("word,place,ok", [

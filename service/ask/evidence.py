@@ -176,12 +176,27 @@ def candidates(q: QuestionAnalysis, hits: list[Hit], sentence_sims: np.ndarray, 
     return out
 
 
+# A sentence that opens with one of these words points back at the one before it ("These concerns have led to
+# …", "It was …", "Such efforts …"): read alone, it does not say what it is about.
+ANAPHORS = frozenset("""this these those that such they it its their them he she his her both""".split())
+
+
+def refers_back(sentence: str) -> bool:
+    """Does the sentence open with a pronoun or demonstrative whose antecedent is in an earlier sentence?"""
+    words = token_spans(sentence)
+    return bool(words) and words[0][2] in ANAPHORS
+
+
 def answer_span(hits: list[Hit], best: Candidate) -> tuple[int, int]:
-    """The best sentence; when it introduces a list (ends with a colon), the list too."""
+    """The best sentence; with the sentence before it when it refers back to that one (a pronoun or
+    demonstrative first: an answer must be readable on its own); when it introduces a list (ends with a
+    colon), the list too."""
     c = hits[best.passage].chunk
     spans = c["sentences"]
     i = next(j for j, (a, _) in enumerate(spans) if a == best.start)
-    end = best.end
+    start, end = best.start, best.end
+    if i > 0 and refers_back(best.text) and not best.text.lstrip().startswith("- "):
+        start = spans[i - 1][0]
     if best.text.rstrip().endswith(":"):
         for a, b in spans[i + 1 : i + 13]:
             piece = c["text"][a:b].strip()
@@ -189,7 +204,7 @@ def answer_span(hits: list[Hit], best: Candidate) -> tuple[int, int]:
                 end = b
             elif not piece.endswith(":"):
                 break
-    return best.start, end
+    return start, end
 
 
 def answer_text(hits: list[Hit], best: Candidate) -> str:
