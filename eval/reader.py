@@ -58,6 +58,7 @@ def collect_pairs(dataset, answerer) -> list[QuestionPairs]:
     """Every question of `dataset` with its top candidate sentences, labelled (see the module docstring), and
     the service's `confidence` when `answerer` has a calibration (else 0)."""
     from eval.metrics import hit_at_k
+    from indexer.chunking import sentence_as_read
     from service.ask.evidence import answer_text
 
     out = []
@@ -70,7 +71,8 @@ def collect_pairs(dataset, answerer) -> list[QuestionPairs]:
         out.append(QuestionPairs(
             set_name=f"{dataset.name}/{dataset.split}", qid=q.id, style=q.style, answerable=q.answerable,
             confidence=conf, question=a.retrieval_query,
-            sentences=[(tuple(a.hits[c.passage].chunk["heading_path"]), c.text) for c in cands],
+            sentences=[(tuple(a.hits[c.passage].chunk["heading_path"]),
+                        sentence_as_read(a.hits[c.passage].chunk, c.start, c.end)) for c in cands],
             labels=[1.0 if q.answers and hit_at_k([answer_text(a.hits, c)], q.answers, 1) == 1.0 else 0.0
                     for c in cands]))
     return out

@@ -17,6 +17,7 @@ from indexer.chunking import (
     chunk_markdown,
     chunk_record,
     embed_text_for,
+    sentence_as_read,
 )
 from indexer.embed import Embedder, VectorCache, encode_cached
 from indexer.lexical import build_lexical, lexical_settings
@@ -142,8 +143,9 @@ def lexical_text(chunk: dict) -> str:
 
 
 def sentence_texts_of(chunk: dict) -> list[str]:
-    """What the model embeds for each sentence of a chunk: its heading path and the sentence."""
-    return [embed_text_for(chunk["heading_path"], chunk["text"][a:b]) for a, b in chunk["sentences"]]
+    """What the model embeds for each sentence of a chunk: its heading path and the sentence (as read:
+    chunking.sentence_as_read)."""
+    return [embed_text_for(chunk["heading_path"], sentence_as_read(chunk, a, b)) for a, b in chunk["sentences"]]
 
 
 def previous_vectors(out: Path, embedder: Embedder) -> VectorCache | None:

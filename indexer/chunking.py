@@ -28,6 +28,7 @@ class ChunkingConfig:
     strategy: str = "section"  # "section": pack paragraphs of a section; "paragraph": one paragraph a chunk
     headings_in_embedding: bool = True  # prepend the heading path to the text the model embeds
     lexical_bigrams: bool = True  # BM25 also indexes pairs of neighbouring terms
+    bylines: bool = True  # a section's byline (markdown.is_byline) is recorded on its chunks, read "Written by …"
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Chunk:
     embed_text: str
     ordinal: int = 0  # position of the chunk in its document
     section_index: int = 0  # position of its section in the document
+    byline: str | None = None  # the section's byline, whose sentence the models read as "Written by <byline>"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -146,6 +148,15 @@ def _unique_ids(chunks: list[Chunk]) -> None:
 
 def embed_text_for(heading_path: list[str], text: str) -> str:
     return (" > ".join(heading_path) + "\n" + text) if heading_path else text
+
+
+def sentence_as_read(chunk: dict, a: int, b: int) -> str:
+    """The chunk's text[a:b] as the models read it (the sentence embedding, the reader): the section's byline
+    as "Written by Jonathan Bryce, Executive Director, …", every other sentence as it is. Answers and citations
+    quote the text itself."""
+    text = chunk["text"][a:b]
+    byline = chunk.get("byline")
+    return f"Written by {text.strip()}" if byline and text.strip() == byline else text
 
 
 def _split_block(block: Block, index: int) -> list[_Unit]:
@@ -332,6 +343,7 @@ def _chunk_section(
                     tokens=counters.tokens(text),
                     embed_text=embed_text_for(embed_path, text),
                     section_index=s_index,
+                    byline=section.byline if config.bylines else None,
                 )
             )
 

@@ -7,6 +7,7 @@ import argparse
 import logging
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from indexer.chunking import ChunkingConfig
@@ -116,8 +117,10 @@ def stale_reason(corpus: Path, out: Path) -> str | None:
     current = {p.relative_to(corpus).as_posix(): sha256_file(p) for p in corpus_files(corpus)}
     if manifest.get("corpus", {}).get("files") != current:
         return "the corpus has changed since the index was built"
-    if manifest.get("chunker", {}).get("target_tokens") != ChunkingConfig.target_tokens:
-        return "the chunker settings have changed"
+    built = manifest.get("chunker", {})
+    changed = sorted(k for k, v in asdict(ChunkingConfig()).items() if k != "max_pieces" and built.get(k) != v)
+    if changed:
+        return f"the chunker settings have changed ({', '.join(changed)})"
     return None
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import bisect
 import html
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 import yaml
@@ -122,6 +122,7 @@ class Section:
     anchor: str
     line: int  # line of the heading (0 for the preamble)
     blocks: list[Block] = field(default_factory=list)
+    byline: str | None = None  # "Jonathan Bryce, Executive Director": see is_byline
 
 
 @dataclass
@@ -410,6 +411,35 @@ def _bold_only(line: list[Token]) -> list[Token] | None:
     return inner
 
 
+def _all_emphasized(children: list[Token]) -> bool:
+    """Is every word of an inline run inside emphasis or bold (`***Name, Title***`, `*By Name*`)?"""
+    depth, words = 0, False
+    for t in children:
+        if t.type in ("em_open", "strong_open"):
+            depth += 1
+        elif t.type in ("em_close", "strong_close"):
+            depth -= 1
+        elif t.type in ("softbreak", "hardbreak") or (t.type == "text" and not t.content.strip()):
+            continue
+        elif depth <= 0:
+            return False
+        else:
+            words = True
+    return words
+
+
+BYLINE_MAX_WORDS = 16
+
+
+def is_byline(block: Block, section: Section) -> bool:
+    """A byline: the first block under a heading, a short paragraph in emphasis and nothing else, with no
+    sentence-ending punctuation ("***Jonathan Bryce, Executive Director, OpenInfra Foundation***"). Read alone
+    it is a name and a title; with the convention it says who wrote the section."""
+    text = block.text.strip()
+    return (block.kind == "emphasis" and section.level > 0 and not section.blocks
+            and 0 < len(text.split()) <= BYLINE_MAX_WORDS and text[:1].isupper() and text[-1] not in ".?!:")
+
+
 def _lines_of(children: list[Token]) -> list[list[Token]]:
     out: list[list[Token]] = [[]]
     for t in children:
@@ -449,7 +479,7 @@ def _paragraph_events(source: str, lines: LineIndex, pmap: list[int],
             lo, hi = lines.start_of(group_line), lines.start_of(end_line)
             tb = _Text(source, lo, hi)
             tb.inline(group)
-            b = _make_block(source, lines, lo, hi, tb, "paragraph")
+            b = _make_block(source, lines, lo, hi, tb, "emphasis" if _all_emphasized(group) else "paragraph")
             if b:
                 out.append((b.char_start, b))
 
@@ -532,6 +562,10 @@ def parse_markdown(text: str) -> ParsedDocument:
     stack: list[Section] = []  # open headings, outermost first
     for _, ev in events:
         if isinstance(ev, Block):
+            if ev.kind == "emphasis":
+                if is_byline(ev, sections[-1]):
+                    sections[-1].byline = ev.text.strip()
+                ev = replace(ev, kind="paragraph")
             sections[-1].blocks.append(ev)
             continue
         _, title, level, line_no = ev

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from indexer.chunking import sentence_as_read
 from indexer.tokens import get_encoding
 from service.ask.calibration import Calibration, CalibrationError, load_calibration
 from service.ask.context import merge_passages, pack_context
@@ -119,7 +120,9 @@ class Answerer:
         best = cands[0] if cands else None
         judged = 0.0
         if self.reader is not None and best is not None:
-            judged = float(self.reader.score(rq, [pair_text(hits[best.passage].chunk["heading_path"], best.text)])[0])
+            chunk = hits[best.passage].chunk
+            judged = float(self.reader.score(rq, [pair_text(chunk["heading_path"],
+                                                            sentence_as_read(chunk, best.start, best.end))])[0])
         signals = Signals(question=q, hits=hits, best=best, slot=find_slot(q, hits, self.weights),
                           weights=self.weights, lexical_top=found.lexical_max if hits else 0.0, reader=judged)
         return Analysis(retrieval_query=rq, question=q, qvec=qvec, hits=hits, sentence_sims=sims,
