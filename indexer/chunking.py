@@ -156,7 +156,9 @@ def sentence_as_read(chunk: dict, a: int, b: int) -> str:
     quote the text itself."""
     text = chunk["text"][a:b]
     byline = chunk.get("byline")
-    return f"Written by {text.strip()}" if byline and text.strip() == byline else text
+    if not byline or text.strip() != byline:
+        return text
+    return f"Written by {byline[3:] if byline[:3].lower() == 'by ' else byline}"
 
 
 def _split_block(block: Block, index: int) -> list[_Unit]:

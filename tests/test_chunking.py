@@ -2,7 +2,7 @@
 
 import re
 
-from indexer.chunking import ChunkingConfig, Counters, chunk_markdown, chunk_record
+from indexer.chunking import ChunkingConfig, Counters, chunk_markdown, chunk_record, sentence_as_read
 from indexer.markdown import render_block
 from tests.conftest import DOC_ID
 
@@ -49,6 +49,33 @@ def test_known_passages_have_their_heading_paths(report_chunks):
     assert find("Julia Kreger").section == "Note from the Chair of the OpenInfra Foundation Board of Directors"
     lss = find("The Large Scale SIG aims")
     assert lss.anchor == "large-scale-sig-1"
+
+
+def test_the_report_s_five_signed_sections_carry_their_bylines(report_chunks):
+    signed = {c.section: c.byline for c in report_chunks.chunks if c.byline}
+    assert signed == {
+        "Empowering A Global Community to Overcome Open Source Threats":
+            "Jonathan Bryce, Executive Director, OpenInfra Foundation",
+        "Note from the Chair of the OpenInfra Foundation Board of Directors": "Julia Kreger, Board Chair",
+        "State of OpenInfra": "Thierry Carrez, General Manager, OpenInfra Foundation",
+        "Introducing OpenInfra Regional Hubs": "Wes Wilson, VP of Operations, OpenInfra Foundation",
+        "State of OpenInfra in China": "Haoyang Li, China Community Manager, OpenInfra Foundation"}
+    # every chunk of a signed section carries it, and the byline stays in the text that answers quote
+    first = next(c for c in report_chunks.chunks if c.section == "State of OpenInfra")
+    assert all(c.byline == first.byline for c in report_chunks.chunks if c.section == first.section)
+    assert first.text.startswith(first.byline)
+
+
+def test_the_models_read_a_byline_as_who_wrote_the_section(counters):
+    text = "Jane Doe, Editor\n\nThe summit drew 1,200 attendees."
+    chunk = {"text": text, "byline": "Jane Doe, Editor"}
+    assert sentence_as_read(chunk, 0, 16) == "Written by Jane Doe, Editor"
+    assert sentence_as_read(chunk, 18, len(text)) == "The summit drew 1,200 attendees."
+    assert sentence_as_read({"text": text}, 0, 16) == "Jane Doe, Editor"  # an index without bylines
+    assert sentence_as_read({"text": "By Jane Doe", "byline": "By Jane Doe"}, 0, 11) == "Written by Jane Doe"
+    unsigned = chunk_markdown("d", "# Letter\n\n***Jane Doe, Editor***\n\nText here.\n", counters,
+                              ChunkingConfig(bylines=False))
+    assert [c.byline for c in unsigned.chunks] == [None]
 
 
 def test_placeholders_and_stray_fragments_are_warned_not_indexed(report_chunks):
@@ -112,3 +139,20 @@ def test_near_duplicate_index_finds_the_same_paragraph_as_comparing_with_every_o
         else:
             found += 1
     assert found > 10  # the case was exercised
+
+
+def test_an_index_built_with_other_chunker_settings_is_stale(real_index, monkeypatch):
+    """`indexer ensure` (make serve) rebuilds an index whose chunks were cut, or bylines read, otherwise."""
+    from dataclasses import dataclass
+
+    import indexer.cli
+    from tests.conftest import CORPUS
+
+    assert indexer.cli.stale_reason(CORPUS, real_index) is None
+
+    @dataclass(frozen=True)
+    class Unsigned(ChunkingConfig):
+        bylines: bool = False
+
+    monkeypatch.setattr(indexer.cli, "ChunkingConfig", Unsigned)
+    assert indexer.cli.stale_reason(CORPUS, real_index) == "the chunker settings have changed (bylines)"

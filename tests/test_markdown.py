@@ -1,5 +1,7 @@
 """Parsing: front matter, headings (ATX and bold-only), anchors, fenced code, inline rendering."""
 
+import pytest
+
 from indexer.markdown import document_metadata, parse_markdown, render_block, slugify
 
 DOC = """---
@@ -61,6 +63,23 @@ def test_heading_paths_bold_subheadings_and_code_fences():
 def test_byline_in_bold_italics_is_text_not_a_heading():
     top = parse_markdown(DOC).sections[1]
     assert top.blocks[0].text == "Jane Doe, Author"
+    assert top.byline == "Jane Doe, Author"  # and the section's byline
+    assert [s.byline for s in parse_markdown(DOC).sections[2:]] == [None] * 4
+
+
+@pytest.mark.parametrize("body,byline", [
+    ("***Jane Doe, Author***\n\nText.", "Jane Doe, Author"),
+    ("*By Jane Doe*\n\nText.", "By Jane Doe"),
+    ("_Jane Doe_ and __Bo Li__\n\nText.", None),  # words outside the emphasis
+    ("Text first.\n\n***Jane Doe, Author***", None),  # not the first block under the heading
+    ("*This whole paragraph is emphasized, and it ends like a sentence.*\n\nText.", None),
+    ("***" + "word " * 17 + "end***\n\nText.", None),  # too long to be a name and a title
+    ("***Jane Doe, Author***\n\n***Bo Li, Editor***", "Jane Doe, Author"),  # only the first
+])
+def test_a_byline_is_a_short_emphasized_paragraph_right_under_a_heading(body, byline):
+    sections = parse_markdown("# Letter\n\n" + body + "\n").sections
+    assert sections[-1].byline == byline
+    assert parse_markdown(body).sections[0].byline is None  # before any heading: no section to sign
 
 
 def test_anchors_are_unique_github_style():
