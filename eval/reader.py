@@ -6,9 +6,11 @@ sentence answers this question", fitted on some authors' questions and scored on
     make reader      # the served reader, the two fold readers calibrate needs, then the packaged calibration
 
 Pairs: for each question, the top `TOP_CANDIDATES` candidate sentences of /v1/ask's own analysis (the service's
-retrieval and sentence ranking); a sentence holding one of the question's answer strings is a positive, every
-other one (and every sentence of an unanswerable question) a negative. Input: question, then heading path and
-sentence (service.ask.reader.pair_text), cut at 128 word pieces (pair_tokenizer). Model: BERT (the bundled
+retrieval and sentence ranking); a sentence whose answer text (evidence.answer_text: with the sentence before it
+when it refers back, "These concerns …", which the pair does not show) holds one of the question's answer strings
+is a positive, every other one (and every sentence of an unanswerable question) a negative. Input: question, then
+heading path and sentence as the models read it (service.ask.reader.chunk_pair: a section's byline is "Written by
+…"), cut at 128 word pieces (pair_tokenizer). Model: BERT (the bundled
 all-MiniLM-L6-v2), mean pooling, one linear unit; trained with AdamW, a linear warm-up and decay,
 `neg_per_pos` negatives sampled per positive each epoch. Two ways to train what `--save` writes, both in the
 adapter format the service merges (W + α/r · B·A), with the question sets' files and checksums:
@@ -50,7 +52,7 @@ class QuestionPairs:
     answerable: bool
     confidence: float  # the service's, with the answerer's calibration (0 without one)
     question: str
-    sentences: list[tuple[tuple[str, ...], str]]  # (heading path, sentence), the service's order
+    passages: list[str]  # each candidate sentence with its heading path (reader.chunk_pair), the service's order
     labels: list[float]  # 1.0: the sentence holds an answer string
 
 
@@ -58,8 +60,8 @@ def collect_pairs(dataset, answerer) -> list[QuestionPairs]:
     """Every question of `dataset` with its top candidate sentences, labelled (see the module docstring), and
     the service's `confidence` when `answerer` has a calibration (else 0)."""
     from eval.metrics import hit_at_k
-    from indexer.chunking import sentence_as_read
     from service.ask.evidence import answer_text
+    from service.ask.reader import chunk_pair
 
     out = []
     for q in dataset.queries:
@@ -71,8 +73,7 @@ def collect_pairs(dataset, answerer) -> list[QuestionPairs]:
         out.append(QuestionPairs(
             set_name=f"{dataset.name}/{dataset.split}", qid=q.id, style=q.style, answerable=q.answerable,
             confidence=conf, question=a.retrieval_query,
-            sentences=[(tuple(a.hits[c.passage].chunk["heading_path"]),
-                        sentence_as_read(a.hits[c.passage].chunk, c.start, c.end)) for c in cands],
+            passages=[chunk_pair(a.hits[c.passage].chunk, c.start, c.end) for c in cands],
             labels=[1.0 if q.answers and hit_at_k([answer_text(a.hits, c)], q.answers, 1) == 1.0 else 0.0
                     for c in cands]))
     return out
@@ -186,10 +187,10 @@ def save_reader(out_dir, model, lora_rank: int | None, model_dir, info: dict, co
     return out_dir
 
 
-def _batch(tokenizer, questions: list[str], sentences: list[tuple[tuple[str, ...], str]]):
-    from service.ask.reader import as_tensors, encode_pairs, pair_text
+def _batch(tokenizer, questions: list[str], passages: list[str]):
+    from service.ask.reader import as_tensors, encode_pairs
 
-    return as_tensors(encode_pairs(tokenizer, questions, [pair_text(h, s) for h, s in sentences]))
+    return as_tensors(encode_pairs(tokenizer, questions, passages))
 
 
 def train(questions: list[QuestionPairs], epochs: int = 5, lr: float = 5e-5, head_lr: float = 1e-3,
@@ -203,7 +204,7 @@ def train(questions: list[QuestionPairs], epochs: int = 5, lr: float = 5e-5, hea
     np.random.seed(seed)
     torch.manual_seed(seed)
     pairs = [(q.question, s, y if q.answerable else 0.0) for q in questions
-             for s, y in zip(q.sentences, q.labels, strict=True)]
+             for s, y in zip(q.passages, q.labels, strict=True)]
     pos = [p for p in pairs if p[2] == 1.0]
     neg = [p for p in pairs if p[2] == 0.0]
     if not pos:
@@ -247,7 +248,7 @@ def score(tokenizer, model, questions: list[QuestionPairs], top: int = SCORED) -
     out = []
     with torch.no_grad():
         for q in questions:
-            s = q.sentences[:top]
+            s = q.passages[:top]
             out.append(model(**_batch(tokenizer, [q.question] * len(s), s)).numpy() if s else np.zeros(0))
     return out
 

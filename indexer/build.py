@@ -17,7 +17,6 @@ from indexer.chunking import (
     chunk_markdown,
     chunk_record,
     embed_text_for,
-    sentence_as_read,
 )
 from indexer.embed import Embedder, VectorCache, encode_cached
 from indexer.lexical import build_lexical, lexical_settings
@@ -30,7 +29,7 @@ from indexer.store import (
     sha256_file,
     write_version,
 )
-from indexer.text import sentence_spans
+from indexer.text import sentence_as_read, sentence_spans
 from indexer.tokens import count_tokens
 
 log = logging.getLogger(__name__)
@@ -144,7 +143,7 @@ def lexical_text(chunk: dict) -> str:
 
 def sentence_texts_of(chunk: dict) -> list[str]:
     """What the model embeds for each sentence of a chunk: its heading path and the sentence (as read:
-    chunking.sentence_as_read)."""
+    text.sentence_as_read)."""
     return [embed_text_for(chunk["heading_path"], sentence_as_read(chunk, a, b)) for a, b in chunk["sentences"]]
 
 

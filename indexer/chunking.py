@@ -150,17 +150,6 @@ def embed_text_for(heading_path: list[str], text: str) -> str:
     return (" > ".join(heading_path) + "\n" + text) if heading_path else text
 
 
-def sentence_as_read(chunk: dict, a: int, b: int) -> str:
-    """The chunk's text[a:b] as the models read it (the sentence embedding, the reader): the section's byline
-    as "Written by Jonathan Bryce, Executive Director, …", every other sentence as it is. Answers and citations
-    quote the text itself."""
-    text = chunk["text"][a:b]
-    byline = chunk.get("byline")
-    if not byline or text.strip() != byline:
-        return text
-    return f"Written by {byline[3:] if byline[:3].lower() == 'by ' else byline}"
-
-
 def _split_block(block: Block, index: int) -> list[_Unit]:
     """A block as sentence units (list items, table rows and lines count as sentences), in source coordinates."""
     units = []

@@ -104,8 +104,9 @@ def _export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
-def stale_reason(corpus: Path, out: Path) -> str | None:
-    """Why the index at `out` must be rebuilt for `corpus`, or None when it is up to date."""
+def stale_reason(corpus: Path, out: Path, config: ChunkingConfig | None = None) -> str | None:
+    """Why the index at `out` must be rebuilt for `corpus` with the chunker settings `config` (default: the
+    code's), or None when it is up to date."""
     from indexer.build import corpus_files
     from indexer.embed import DEFAULT_MODEL_NAME
     from indexer.store import IndexLoadError, load_index, sha256_file
@@ -118,7 +119,8 @@ def stale_reason(corpus: Path, out: Path) -> str | None:
     if manifest.get("corpus", {}).get("files") != current:
         return "the corpus has changed since the index was built"
     built = manifest.get("chunker", {})
-    changed = sorted(k for k, v in asdict(ChunkingConfig()).items() if k != "max_pieces" and built.get(k) != v)
+    wanted = asdict(config or ChunkingConfig())
+    changed = sorted(k for k, v in wanted.items() if k != "max_pieces" and built.get(k) != v)
     if changed:
         return f"the chunker settings have changed ({', '.join(changed)})"
     return None

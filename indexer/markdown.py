@@ -14,7 +14,8 @@ What is kept as text:
   emphasis markers and layout or formatting tags (`<br>`, `<b>`, `<ul/>` …) dropped; any other inline
   markup (`<script>`, `<img …>`) kept as the characters it is (clients show it as text);
 - ATX and setext headings open sections; so does a line of a top-level paragraph that is bold and nothing
-  else (`**Kata Containers**`), but not `***bold italic***` (a byline, kept as text);
+  else (`**Kata Containers**`), but not `***bold italic***` (a byline, kept as text, and recorded as the
+  section's `byline` when it is the first block under a heading: `_is_byline`);
 - lists: one line per item, `- ` before it (ordered and nested items too); tables: one line per row, cells
   joined by ` | `; block quotes and footnote definitions: their text; code: its lines;
 - HTML blocks: their text without tags (comments, scripts and styles dropped); a block left empty is empty.
@@ -33,6 +34,8 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 from mdit_py_plugins.footnote import footnote_plugin
 from mdit_py_plugins.front_matter import front_matter_plugin
+
+from indexer.text import sentence_spans
 
 # Layout and formatting tags carry no text of their own: dropped. Any other tag stays as characters.
 _DROPPED_TAGS = frozenset(
@@ -431,13 +434,17 @@ def _all_emphasized(children: list[Token]) -> bool:
 BYLINE_MAX_WORDS = 16
 
 
-def is_byline(block: Block, section: Section) -> bool:
-    """A byline: the first block under a heading, a short paragraph in emphasis and nothing else, with no
-    sentence-ending punctuation ("***Jonathan Bryce, Executive Director, OpenInfra Foundation***"). Read alone
-    it is a name and a title; with the convention it says who wrote the section."""
+def _is_byline(block: Block, section: Section) -> bool:
+    """A byline: the first block under a heading (not under a bold sub-heading, where an emphasized line is
+    more often a tagline), a paragraph in emphasis and nothing else, 2 to BYLINE_MAX_WORDS words, capitalized,
+    one sentence with no sentence-ending punctuation and no colon (a caption: "*Source: …*")
+    ("***Jonathan Bryce, Executive Director, OpenInfra Foundation***"). Read alone it is a name and a title;
+    with the convention it says who wrote the section. One sentence, so that the models can read it whole
+    (indexer.text.sentence_as_read)."""
     text = block.text.strip()
-    return (block.kind == "emphasis" and section.level > 0 and not section.blocks
-            and 0 < len(text.split()) <= BYLINE_MAX_WORDS and text[:1].isupper() and text[-1] not in ".?!:")
+    return (block.kind == "emphasis" and 1 <= section.level <= 6 and not section.blocks
+            and 2 <= len(text.split()) <= BYLINE_MAX_WORDS and text[:1].isupper() and text[-1] not in ".?!"
+            and ":" not in text and len(sentence_spans(text)) == 1)
 
 
 def _lines_of(children: list[Token]) -> list[list[Token]]:
@@ -563,7 +570,7 @@ def parse_markdown(text: str) -> ParsedDocument:
     for _, ev in events:
         if isinstance(ev, Block):
             if ev.kind == "emphasis":
-                if is_byline(ev, sections[-1]):
+                if _is_byline(ev, sections[-1]):
                     sections[-1].byline = ev.text.strip()
                 ev = replace(ev, kind="paragraph")
             sections[-1].blocks.append(ev)

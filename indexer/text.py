@@ -44,6 +44,18 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+def sentence_as_read(chunk: dict, a: int, b: int) -> str:
+    """The chunk's text[a:b] as the models read it (the sentence embedding, the reader): the section's byline
+    (markdown: a short emphasized paragraph right under its heading, recorded on the chunk) as "Written by
+    Jonathan Bryce, Executive Director, …", every other sentence as it is. Answers and citations quote the text
+    itself."""
+    text = chunk["text"][a:b]
+    byline = chunk.get("byline")
+    if not byline or text.strip() != byline:
+        return text
+    return f"Written by {byline[3:] if byline[:3].lower() == 'by ' else byline}"
+
+
 def split_sentences(text: str) -> list[str]:
     return [text[a:b] for a, b in sentence_spans(text)]
 

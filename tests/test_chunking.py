@@ -2,8 +2,9 @@
 
 import re
 
-from indexer.chunking import ChunkingConfig, Counters, chunk_markdown, chunk_record, sentence_as_read
+from indexer.chunking import ChunkingConfig, Counters, chunk_markdown, chunk_record
 from indexer.markdown import render_block
+from indexer.text import sentence_as_read
 from tests.conftest import DOC_ID
 
 
@@ -141,18 +142,23 @@ def test_near_duplicate_index_finds_the_same_paragraph_as_comparing_with_every_o
     assert found > 10  # the case was exercised
 
 
-def test_an_index_built_with_other_chunker_settings_is_stale(real_index, monkeypatch):
+def test_an_index_built_with_other_chunker_settings_is_stale(real_index):
     """`indexer ensure` (make serve) rebuilds an index whose chunks were cut, or bylines read, otherwise."""
-    from dataclasses import dataclass
-
-    import indexer.cli
+    from indexer.cli import stale_reason
     from tests.conftest import CORPUS
 
-    assert indexer.cli.stale_reason(CORPUS, real_index) is None
+    assert stale_reason(CORPUS, real_index) is None
+    assert stale_reason(CORPUS, real_index, ChunkingConfig(bylines=False)) == \
+        "the chunker settings have changed (bylines)"
 
-    @dataclass(frozen=True)
-    class Unsigned(ChunkingConfig):
-        bylines: bool = False
 
-    monkeypatch.setattr(indexer.cli, "ChunkingConfig", Unsigned)
-    assert indexer.cli.stale_reason(CORPUS, real_index) == "the chunker settings have changed (bylines)"
+def test_the_report_s_bylines_are_embedded_as_who_wrote_the_section(report_chunks):
+    from indexer.build import sentence_texts_of
+    from indexer.text import sentence_spans
+
+    read = []
+    for c in report_chunks.chunks:
+        d = c.to_dict()
+        d["sentences"] = sentence_spans(d["text"])  # as the build splits them
+        read += [t for t in sentence_texts_of(d) if "Written by" in t]
+    assert len(read) == 5 and any(t.endswith("Written by Julia Kreger, Board Chair") for t in read)

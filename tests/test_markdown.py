@@ -73,7 +73,11 @@ def test_byline_in_bold_italics_is_text_not_a_heading():
     ("_Jane Doe_ and __Bo Li__\n\nText.", None),  # words outside the emphasis
     ("Text first.\n\n***Jane Doe, Author***", None),  # not the first block under the heading
     ("*This whole paragraph is emphasized, and it ends like a sentence.*\n\nText.", None),
-    ("***" + "word " * 17 + "end***\n\nText.", None),  # too long to be a name and a title
+    ("***Word " + "word " * 16 + "end***\n\nText.", None),  # too long to be a name and a title
+    ("*Source: the 2023 user survey*\n\nText.", None),  # a caption
+    ("*Draft*\n\nText.", None),  # one word
+    ("***Jane Doe, Sr. Director***\n\nText.", None),  # two sentences: the models could not read it whole
+    ("**Part one**\n*An open source container runtime*\n\nText.", None),  # under a bold sub-heading: a tagline
     ("***Jane Doe, Author***\n\n***Bo Li, Editor***", "Jane Doe, Author"),  # only the first
 ])
 def test_a_byline_is_a_short_emphasized_paragraph_right_under_a_heading(body, byline):

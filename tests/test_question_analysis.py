@@ -81,6 +81,10 @@ def test_an_answer_that_refers_back_brings_the_sentence_it_refers_to():
     assert _answer_of(text, [(0, 30), (31, 92)], 0) == text[:30]  # the first sentence has nothing before it
     listed = "Members:\n- It Corp joined\n- Acme left"
     assert _answer_of(listed, [(0, 8), (9, 25), (26, len(listed))], 1) == "- It Corp joined"  # a list item
+    after = "- Acme joined\nThey pay dues."
+    assert _answer_of(after, [(0, 13), (14, len(after))], 1) == "They pay dues."  # nor one after a list
+    alone = "These concerns are new. In 2023 the board met."
+    assert _answer_of(alone, [(0, 23), (24, len(alone))], 0) == "These concerns are new."  # nothing before it
 
 
 @pytest.mark.parametrize("sentence,back", [

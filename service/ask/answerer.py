@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.chunking import sentence_as_read
 from indexer.tokens import get_encoding
 from service.ask.calibration import Calibration, CalibrationError, load_calibration
 from service.ask.context import merge_passages, pack_context
@@ -25,7 +24,7 @@ from service.ask.evidence import (
 )
 from service.ask.features import Signals, feature_vector
 from service.ask.question import QuestionAnalysis, analyze_question, retrieval_query
-from service.ask.reader import Reader, ReaderError, load_reader, pair_text
+from service.ask.reader import Reader, ReaderError, chunk_pair, load_reader
 from service.retrieval import Hit, Retriever
 
 log = logging.getLogger(__name__)
@@ -120,9 +119,7 @@ class Answerer:
         best = cands[0] if cands else None
         judged = 0.0
         if self.reader is not None and best is not None:
-            chunk = hits[best.passage].chunk
-            judged = float(self.reader.score(rq, [pair_text(chunk["heading_path"],
-                                                            sentence_as_read(chunk, best.start, best.end))])[0])
+            judged = float(self.reader.score(rq, [chunk_pair(hits[best.passage].chunk, best.start, best.end)])[0])
         signals = Signals(question=q, hits=hits, best=best, slot=find_slot(q, hits, self.weights),
                           weights=self.weights, lexical_top=found.lexical_max if hits else 0.0, reader=judged)
         return Analysis(retrieval_query=rq, question=q, qvec=qvec, hits=hits, sentence_sims=sims,

@@ -189,13 +189,14 @@ def refers_back(sentence: str) -> bool:
 
 def answer_span(hits: list[Hit], best: Candidate) -> tuple[int, int]:
     """The best sentence; with the sentence before it when it refers back to that one (a pronoun or
-    demonstrative first: an answer must be readable on its own); when it introduces a list (ends with a
-    colon), the list too."""
+    demonstrative first: an answer must be readable on its own; not from or to a list item); when it
+    introduces a list (ends with a colon), the list too."""
     c = hits[best.passage].chunk
     spans = c["sentences"]
     i = next(j for j, (a, _) in enumerate(spans) if a == best.start)
     start, end = best.start, best.end
-    if i > 0 and refers_back(best.text) and not best.text.lstrip().startswith("- "):
+    if i > 0 and refers_back(best.text) and not any(
+            c["text"][a:b].lstrip().startswith("- ") for a, b in spans[i - 1 : i + 1]):  # not a list item's
         start = spans[i - 1][0]
     if best.text.rstrip().endswith(":"):
         for a, b in spans[i + 1 : i + 13]:

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.lowrank import TARGETS, pair_of  # the projections that carry an adapter; how a pair is stored
+from indexer.text import sentence_as_read
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,12 @@ def pair_text(heading_path: list[str] | tuple[str, ...], sentence: str) -> str:
     """The second segment of a pair: the sentence after its heading path."""
     heading = " > ".join(heading_path)
     return f"{heading}: {sentence}" if heading else sentence
+
+
+def chunk_pair(chunk: dict, start: int, end: int) -> str:
+    """The second segment of the pair for the sentence chunk["text"][start:end], as the models read it
+    (indexer.text.sentence_as_read: a byline is "Written by …")."""
+    return pair_text(chunk["heading_path"], sentence_as_read(chunk, start, end))
 
 
 def pair_tokenizer(model_dir: Path):
