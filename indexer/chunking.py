@@ -28,7 +28,7 @@ class ChunkingConfig:
     strategy: str = "section"  # "section": pack paragraphs of a section; "paragraph": one paragraph a chunk
     headings_in_embedding: bool = True  # prepend the heading path to the text the model embeds
     lexical_bigrams: bool = True  # BM25 also indexes pairs of neighbouring terms
-    bylines: bool = True  # a section's byline (markdown.is_byline) is recorded on its chunks, read "Written by …"
+    bylines: bool = True  # a section's byline (markdown._is_byline) is recorded on its chunks, read "Written by …"
 
 
 @dataclass

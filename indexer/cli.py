@@ -109,7 +109,7 @@ def stale_reason(corpus: Path, out: Path, config: ChunkingConfig | None = None) 
     code's), or None when it is up to date."""
     from indexer.build import corpus_files
     from indexer.embed import DEFAULT_MODEL_NAME
-    from indexer.store import IndexLoadError, load_index, sha256_file
+    from indexer.store import IndexLoadError, load_index, settings_changed, sha256_file
 
     try:  # a full load: a current version that is corrupt or incomplete is stale too
         manifest = load_index(out, model_name=DEFAULT_MODEL_NAME).manifest
@@ -118,9 +118,7 @@ def stale_reason(corpus: Path, out: Path, config: ChunkingConfig | None = None) 
     current = {p.relative_to(corpus).as_posix(): sha256_file(p) for p in corpus_files(corpus)}
     if manifest.get("corpus", {}).get("files") != current:
         return "the corpus has changed since the index was built"
-    built = manifest.get("chunker", {})
-    wanted = asdict(config or ChunkingConfig())
-    changed = sorted(k for k, v in wanted.items() if k != "max_pieces" and built.get(k) != v)
+    changed = settings_changed(manifest.get("chunker"), asdict(config or ChunkingConfig()), ignore=("max_pieces",))
     if changed:
         return f"the chunker settings have changed ({', '.join(changed)})"
     return None

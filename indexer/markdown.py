@@ -26,7 +26,7 @@ from __future__ import annotations
 import bisect
 import html
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import yaml
@@ -78,6 +78,7 @@ class Block:
     _ss: tuple[int, ...] = ()
     _se: tuple[int, ...] = ()
     _source: str = field(default="", repr=False, compare=False)
+    emphasized: bool = False  # a paragraph in emphasis and nothing else (`***Name, Title***`): maybe a byline
 
     def source_span(self, a: int, b: int) -> tuple[int, int]:
         """Source offsets [start, end) of the rendered text `text[a:b]` (a < b, no white space at its ends).
@@ -125,7 +126,7 @@ class Section:
     anchor: str
     line: int  # line of the heading (0 for the preamble)
     blocks: list[Block] = field(default_factory=list)
-    byline: str | None = None  # "Jonathan Bryce, Executive Director": see is_byline
+    byline: str | None = None  # "Jonathan Bryce, Executive Director": see _is_byline
 
 
 @dataclass
@@ -395,12 +396,13 @@ def _span(source: str, lo: int, hi: int) -> tuple[int, int]:
     return lo, hi
 
 
-def _make_block(source: str, lines: LineIndex, lo: int, hi: int, tb: _Text, kind: str) -> Block | None:
+def _make_block(source: str, lines: LineIndex, lo: int, hi: int, tb: _Text, kind: str,
+                emphasized: bool = False) -> Block | None:
     start, end = _span(source, lo, hi)
     if start >= end:
         return None
     return Block(start, end, lines.line_of(start), lines.line_of(end), source[start:end], tb.text(), kind,
-                 tuple(tb.ts), tuple(tb.te), tuple(tb.ss), tuple(tb.se), source)
+                 tuple(tb.ts), tuple(tb.te), tuple(tb.ss), tuple(tb.se), source, emphasized)
 
 
 def _bold_only(line: list[Token]) -> list[Token] | None:
@@ -442,7 +444,7 @@ def _is_byline(block: Block, section: Section) -> bool:
     with the convention it says who wrote the section. One sentence, so that the models can read it whole
     (indexer.text.sentence_as_read)."""
     text = block.text.strip()
-    return (block.kind == "emphasis" and 1 <= section.level <= 6 and not section.blocks
+    return (block.emphasized and 1 <= section.level <= 6 and not section.blocks
             and 2 <= len(text.split()) <= BYLINE_MAX_WORDS and text[:1].isupper() and text[-1] not in ".?!"
             and ":" not in text and len(sentence_spans(text)) == 1)
 
@@ -486,7 +488,7 @@ def _paragraph_events(source: str, lines: LineIndex, pmap: list[int],
             lo, hi = lines.start_of(group_line), lines.start_of(end_line)
             tb = _Text(source, lo, hi)
             tb.inline(group)
-            b = _make_block(source, lines, lo, hi, tb, "emphasis" if _all_emphasized(group) else "paragraph")
+            b = _make_block(source, lines, lo, hi, tb, "paragraph", _all_emphasized(group))
             if b:
                 out.append((b.char_start, b))
 
@@ -569,10 +571,8 @@ def parse_markdown(text: str) -> ParsedDocument:
     stack: list[Section] = []  # open headings, outermost first
     for _, ev in events:
         if isinstance(ev, Block):
-            if ev.kind == "emphasis":
-                if _is_byline(ev, sections[-1]):
-                    sections[-1].byline = ev.text.strip()
-                ev = replace(ev, kind="paragraph")
+            if _is_byline(ev, sections[-1]):
+                sections[-1].byline = ev.text.strip()
             sections[-1].blocks.append(ev)
             continue
         _, title, level, line_no = ev

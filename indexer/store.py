@@ -199,6 +199,12 @@ class VersionInfo:
     current: bool
 
 
+def settings_changed(built: dict | None, wanted: dict | None, ignore: tuple[str, ...] = ()) -> list[str]:
+    """The chunker settings (manifest "chunker" dicts) that differ between `built` and `wanted`, sorted."""
+    built, wanted = built or {}, wanted or {}
+    return sorted(k for k in set(built) | set(wanted) if k not in ignore and built.get(k) != wanted.get(k))
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from indexer.store import settings_changed
 from service.ask.evidence import DEFAULT_SENTENCE_WEIGHTS
 from service.ask.features import feature_names
 
@@ -116,8 +117,7 @@ class Calibration:
                                    f"uses {model!r}; {FIT_HINT}")
         chunker = manifest.get("chunker")
         if self.fitted_for.get("chunker") != chunker:
-            diff = sorted(k for k in set(chunker or {}) | set(self.fitted_for.get("chunker") or {})
-                          if (chunker or {}).get(k) != (self.fitted_for.get("chunker") or {}).get(k))
+            diff = settings_changed(self.fitted_for.get("chunker"), chunker)
             raise CalibrationError(f"{where} was fitted for other chunker settings than the index's (differs in: "
                                    f"{', '.join(diff) or 'all'}); {FIT_HINT}")
         if self.fitted_for.get("index_version") != manifest.get("index_version"):
