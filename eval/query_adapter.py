@@ -145,15 +145,20 @@ def _multi_positive_loss(logits: torch.Tensor, positive_rows: list[list[int] | N
     n = logits.shape[0]
     if null is not None:
         logits = torch.cat([logits, null.reshape(1, 1).expand(n, 1)], 1)
-    total = torch.logsumexp(logits, 1)
-    terms = []
+    # the target columns of each row (a boolean mask) and its weight; rows left out weigh 0
+    target = torch.zeros_like(logits, dtype=torch.bool)
+    weight = torch.zeros(n, dtype=logits.dtype)
     for i, p in enumerate(positive_rows):
-        if p is None:
-            if null is not None:
-                terms.append(null_weight * (total[i] - logits[i, -1]))
+        if p is None and null is not None:
+            target[i, -1], weight[i] = True, null_weight
         elif p:
-            terms.append(total[i] - torch.logsumexp(logits[i, p], 0))
-    return torch.stack(terms).mean() if terms else logits.sum() * 0.0
+            target[i, p], weight[i] = True, 1.0
+    kept = weight > 0
+    if not kept.any():
+        return logits.sum() * 0.0
+    rows = logits[kept]  # one autograd op for the batch, not one per question
+    positives = torch.logsumexp(rows.masked_fill(~target[kept], float("-inf")), 1)
+    return ((torch.logsumexp(rows, 1) - positives) * weight[kept]).mean()
 
 
 def train(items: list[Item], sentence_vectors: np.ndarray, chunk_vectors: np.ndarray, model_dir, epochs: int = 5,
