@@ -7,12 +7,14 @@ sentence answers this question", fitted on some authors' questions and scored on
 
 Pairs: for each question, the top `TOP_CANDIDATES` candidate sentences of /v1/ask's own analysis (the service's
 retrieval and sentence ranking); a sentence whose answer text (evidence.answer_text: with the sentence before it
-when it refers back, "These concerns …", which the pair does not show) holds one of the question's answer strings
-is a positive, every other one (and every sentence of an unanswerable question) a negative. Input: question, then
-heading path and sentence as the models read it (service.ask.reader.chunk_pair: a section's byline is "Written by
-…"), cut at 128 word pieces (pair_tokenizer). Model: BERT (the bundled
-all-MiniLM-L6-v2), mean pooling, one linear unit; trained with AdamW, a linear warm-up and decay,
-`neg_per_pos` negatives sampled per positive each epoch. Two ways to train what `--save` writes, both in the
+when it refers back, "These concerns …", and the list it introduces, neither of which the pair shows) holds one
+of the question's answer strings is a positive, every other one (and every sentence of an unanswerable question)
+a negative: 518 of 2,231 positives of the tuning and helper sets are so only through that text. (Pairs showing
+the answer text instead, with readers retrained: the same AUROC, a lower threshold, fewer near-miss questions
+refused; not kept, see the README.) Input: question, then heading path and sentence as the models read it
+(service.ask.reader.chunk_pair: a section's byline is "Written by …"), cut at 128 word pieces (pair_tokenizer).
+Model: BERT (the bundled all-MiniLM-L6-v2), mean pooling, one linear unit; trained with AdamW, a linear warm-up and
+decay, `neg_per_pos` negatives sampled per positive each epoch. Two ways to train what `--save` writes, both in the
 adapter format the service merges (W + α/r · B·A), with the question sets' files and checksums:
 - `--lora RANK` (served: rank 8 on the first three layers, `--layers 3`, 0.3 MB): the BERT weights stay frozen,
   rank-r adapters on every attention and feed-forward projection are trained;
