@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -51,6 +52,9 @@ global
 
 defaults
     mode http
+    # one line per request (`option httplog`) in the drill's haproxy.log: termination_states() reads them
+    log stdout format raw local0 info
+    option httplog
     timeout connect 1s
     timeout client 30s
     timeout server 30s
@@ -170,6 +174,24 @@ async def wait_serving(url: str, version: str, workers: int, timeout: float) -> 
                 return
             await asyncio.sleep(0.05)
     raise RuntimeError(f"{url} did not serve {version} on every worker within {timeout:.0f} s")
+
+
+# httplog: `... <status> <bytes> <req cookie> <resp cookie> <termination state> <conns a/f/b/s/retries> ...`
+_TERMINATION = re.compile(r" (-?\d+) \d+ \S+ \S+ ([A-Za-z-]{4}) \d+/\d+/\d+/\d+/\+?\d+ ")
+
+
+def termination_states(log_path: Path) -> dict[str, int]:
+    """How HAProxy's sessions ended, from its httplog: `----` normally; the first letter says who cut a session
+    (C client, S server, P proxy, K killed, e.g. by `on-marked-down shutdown-sessions`), the second when (R
+    request, H headers, D data, C connect, Q queue). Counts of every state but `----`, plus their total."""
+    states: Counter = Counter()
+    if log_path.exists():
+        for line in log_path.read_text(errors="replace").splitlines():
+            m = _TERMINATION.search(line)
+            if m:
+                states[m.group(2)] += 1
+    normal = states.pop("----", 0)
+    return {"normal": normal, **dict(states)}
 
 
 def haproxy_stats(stats_sock: Path) -> dict[str, dict[str, str]]:
@@ -387,7 +409,8 @@ async def drill(args: argparse.Namespace, work: Path) -> dict:
         "versions": {"A": a, "B": b}, "versions_seen": seen,
         "phases": {p: dict(c) for p, c in load.by_phase.items()},
         "replicas": {p: dict(c) for p, c in load.replicas_by_phase.items()},
-        "haproxy": lb_stats, "replica_workers": args.replica_workers, "clients": args.clients,
+        "haproxy": lb_stats, "haproxy_terminations": termination_states(work / "haproxy.log"),
+        "replica_workers": args.replica_workers, "clients": args.clients,
         "phase_seconds": args.phase_seconds,
         "seconds": round(time.monotonic() - t0, 1), "events": events, "problems": problems,
         "ok": not problems,

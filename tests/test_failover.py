@@ -34,9 +34,11 @@ def drill():
 
 def test_no_client_request_fails_across_a_kill_a_restart_and_a_rolling_reload(drill, record_property):
     code, result = drill
-    record_property("failover", {k: result.get(k) for k in ("requests", "failures", "versions_seen", "phases")})
+    record_property("failover", {k: result.get(k) for k in ("requests", "failures", "versions_seen", "phases",
+                                                              "haproxy_terminations")})
     assert result.get("error") is None, result
-    assert result["problems"] == [], result["problems"]
+    # how HAProxy's sessions ended (its httplog) says where a failed request was cut
+    assert result["problems"] == [], (result["problems"], result["haproxy_terminations"])
     assert code == 0 and result["ok"] is True
     assert result["failures"] == 0 and result["inconsistent"] == 0
     a, b = result["versions"]["A"], result["versions"]["B"]
@@ -54,3 +56,26 @@ def test_no_client_request_fails_across_a_kill_a_restart_and_a_rolling_reload(dr
     events = [e["event"] for e in result["events"]]
     assert events.index("SIGKILL r1") < events.index("restart r1") < events.index("HAProxy marks r1 UP") \
         < events.index("reloaded r1") < events.index("reloaded r2")
+
+
+def test_the_drill_counts_how_haproxy_sessions_ended(tmp_path, monkeypatch):
+    """HAProxy's httplog lines (as its 2.6 writes them): a normal end, a retried one, one cut by the client,
+    one killed (`on-marked-down shutdown-sessions`); its other lines are not requests."""
+    monkeypatch.syspath_prepend(str(ROOT / "deploy"))
+    from failover_test import termination_states
+
+    log = tmp_path / "haproxy.log"
+    log.write_text(
+        '127.0.0.1:50824 [07/Dec/2026:09:56:56.765] api replicas/r1 0/0/0/1/1 200 466 - - ---- 1/1/0/0/0 0/0 '
+        '"GET /readyz HTTP/1.1"\n'
+        '127.0.0.1:50846 [07/Dec/2026:09:56:56.791] api replicas/r2 0/0/1/15/17 200 1031 - - ---- 3/3/2/0/+1 0/0 '
+        '"POST /v1/ask HTTP/1.1"\n'
+        '127.0.0.1:50850 [07/Dec/2026:09:56:57.002] api replicas/r1 0/0/0/-1/3 -1 0 - - CD-- 3/3/2/1/0 0/0 '
+        '"GET /v1/search?q=x HTTP/1.1"\n'
+        '127.0.0.1:50852 [07/Dec/2026:09:56:57.010] api replicas/r1 0/0/0/-1/900 -1 0 - - KD-- 3/3/2/1/1 0/0 '
+        '"POST /v1/ask HTTP/1.1"\n'
+        '[WARNING]  (6189) : Server replicas/r1 is DOWN, reason: Layer4 connection problem, info: "Connection '
+        'refused", check duration: 0ms. 1 active and 0 backup servers left. 1 sessions active, 0 requeued.\n')
+    assert termination_states(log) == {"normal": 2, "CD--": 1, "KD--": 1}
+    assert termination_states(tmp_path / "missing.log") == {"normal": 0}
+
