@@ -215,6 +215,11 @@ def cmd_reader(args) -> int:
         print("error: --compress-rank stores a full fine-tune: not with --lora", file=sys.stderr)
         return 2
     fit_on, scored = _datasets(args.train, args.external_dir), _datasets(args.score, args.external_dir)
+    kept = [f"{d.name}:{d.split}" for d in fit_on if (d.name, d.split) in HELD_OUT]
+    if kept:
+        print(f"error: the reader never trains on the reported sets ({', '.join(kept)}): they must stay questions "
+              "it has not seen", file=sys.stderr)
+        return 2
     args.alpha, args.fusion, args.url = None, None, None
     target = _targets(args, fit_on[0], ["hybrid"])["hybrid"]
     # the service's answerer (its sentence ranking and confidence), or an uncalibrated one when none fits
@@ -386,7 +391,9 @@ def cmd_tune(args) -> int:
 
 FOLD_READERS = Path(__file__).resolve().parent / "readers"  # readers trained without one tuning set each
 HELPER_SETS = "abcdefghijkl"  # eval/datasets/helpers-<letter>: the training sets of the query adapter and the reader
-HELD_OUT = {("report", "test"), ("report", "fresh"), ("report-external", "keywords")}
+HELD_OUT_HELPER_SETS = "mnop"  # helper sets neither model was trained on: reported only (HELPERS.md)
+HELD_OUT = {("report", "test"), ("report", "fresh"), ("report-external", "keywords"),
+            *((f"helpers-{s}", "all") for s in HELD_OUT_HELPER_SETS)}
 TUNING = {("report", "dev"), ("report-external", "all"), ("report-external", "answerable"),
           ("report-external", "unanswerable")}
 
@@ -402,8 +409,8 @@ def cmd_calibrate(args) -> int:
     datasets = _datasets(f"report:{args.split}" if args.split else args.sets, args.external_dir)
     for d in datasets:
         if (d.name, d.split) in HELD_OUT:
-            print(f"error: calibrate on tuning sets (report dev, report-external), never on test, fresh or keywords "
-                  f"({d.name}:{d.split})", file=sys.stderr)
+            print(f"error: calibrate on tuning sets (report dev, report-external), never on a reported one (test, "
+                  f"fresh, keywords, the held-out helper sets) ({d.name}:{d.split})", file=sys.stderr)
             return 2
     try:
         reader = load_reader(args.reader or Settings().reader)

@@ -69,13 +69,15 @@ def test_report_external_is_read_in_place_and_its_headings_map_to_anchors(report
 
 
 def test_a_directory_in_report_externals_layout_is_a_dataset_named_after_it(report_chunks):
-    """eval/datasets/helpers-a … -l (written by helper agents from the report alone, see HELPERS.md) load like
-    report-external: verbatim answers, headings that map to anchors, near-miss and off-topic questions."""
-    from eval.cli import HELPER_SETS
+    """eval/datasets/helpers-a … -p (written by helper agents from the report alone, see HELPERS.md; m to p held
+    out) load like report-external: verbatim answers, headings that map to anchors, near-miss and off-topic
+    questions."""
+    from eval.cli import HELD_OUT_HELPER_SETS, HELPER_SETS
 
     on_disk = sorted(p.name for p in (ROOT / "eval" / "datasets").glob("helpers-*"))
-    assert on_disk == [f"helpers-{s}" for s in HELPER_SETS]
-    for name in (f"helpers-{s}" for s in HELPER_SETS):
+    assert on_disk == sorted(f"helpers-{s}" for s in HELPER_SETS + HELD_OUT_HELPER_SETS)
+    assert not set(HELPER_SETS) & set(HELD_OUT_HELPER_SETS)
+    for name in on_disk:
         ds = load_dataset(str(ROOT / "eval" / "datasets" / name))
         assert ds.name == name and ds.split == "all" and ds.key == "anchor"
         assert sum(q.answerable for q in ds.queries) == 110 and len(ds.queries) == 165

@@ -301,6 +301,13 @@ def test_the_trainer_refuses_tuning_and_reported_sets(tmp_path, capsys):
 
     assert main(["query-adapter", "--train", "report:dev", "--no-progress"]) == 2
     assert "never trains on the tuning or reported sets (report:dev)" in capsys.readouterr().err
+    held_out = str(ROOT / "eval" / "datasets" / "helpers-m")  # a helper set kept for reporting (HELPERS.md)
+    assert main(["query-adapter", "--train", held_out, "--no-progress"]) == 2
+    assert "never trains on the tuning or reported sets (helpers-m:all)" in capsys.readouterr().err
+    assert main(["reader", "--train", f"report:dev,{held_out}", "--no-progress"]) == 2
+    assert "the reader never trains on the reported sets (helpers-m:all)" in capsys.readouterr().err
+    assert main(["calibrate", "--sets", f"report:dev,{held_out}", "--no-progress"]) == 2
+    assert "never on a reported one" in capsys.readouterr().err
     copy = tmp_path / "renamed"  # the other author's set under another name: refused by its files' checksums
     copy.mkdir()
     for name in ("questions.jsonl", "unanswerable.jsonl"):
