@@ -97,17 +97,18 @@ READER_TRAIN := $(BIN)/python -m eval reader --index $(INDEX) --external-dir $(E
 	--epochs 3 --neg-per-pos 4 --no-progress
 comma := ,
 space := $(subst ,, )
-HELPERS := $(subst $(space),$(comma),$(foreach s,a b c d e f g h i j k l,eval/datasets/helpers-$(s)))
+# the reader's helper sets (eval/cli.py READER_HELPER_SETS; the query adapter's are HELPER_SETS, a to n)
+READER_HELPERS := $(subst $(space),$(comma),$(foreach s,a b c d e f g h i j k l,eval/datasets/helpers-$(s)))
 reader: install
 	$(BIN)/python -m indexer ensure --corpus $(CORPUS) --out $(INDEX)
-	$(READER_TRAIN) --train report:dev,$(HELPERS) --score report-external:all --save eval/readers/without-external
-	$(READER_TRAIN) --train report-external:all,$(HELPERS) --score report:dev --save eval/readers/without-dev
-	$(READER_TRAIN) --train report:dev,report-external:all,$(HELPERS) --score report:test,report:fresh \
+	$(READER_TRAIN) --train report:dev,$(READER_HELPERS) --score report-external:all --save eval/readers/without-external
+	$(READER_TRAIN) --train report-external:all,$(READER_HELPERS) --score report:dev --save eval/readers/without-dev
+	$(READER_TRAIN) --train report:dev,report-external:all,$(READER_HELPERS) --score report:test,report:fresh \
 		--save service/ask/reader
 	$(MAKE) calibrate-packaged
 
 ## query-adapter: retrain the query adapter (indexer/query_adapter: the model fine-tuned on questions only, against
-## the index's fixed vectors, with a "no answer" class, on the twelve helper sets), then refit the packaged
+## the index's fixed vectors, with a "no answer" class, on fourteen helper sets), then refit the packaged
 ## calibration (about 7 min)
 query-adapter: install
 	$(BIN)/python -m indexer ensure --corpus $(CORPUS) --out $(INDEX)

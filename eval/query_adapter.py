@@ -1,7 +1,7 @@
 """Train the query adapter (indexer.query_adapter): the embedding model fine-tuned on questions only, against the
 index's fixed passage and sentence vectors.
 
-    python -m eval query-adapter --train eval/datasets/helpers-a,...,helpers-l \\
+    python -m eval query-adapter --train eval/datasets/helpers-a,...,helpers-n \\
         --score report:dev,report-external:all,report:test,report:fresh [--save indexer/query_adapter]
     make query-adapter    # the packaged adapter (about 7 min), then the packaged calibration
 
