@@ -183,7 +183,7 @@ _TERMINATION = re.compile(r" (-?\d+) \d+ \S+ \S+ ([A-Za-z-]{4}) \d+/\d+/\d+/\d+/
 def termination_states(log_path: Path) -> dict[str, int]:
     """How HAProxy's sessions ended, from its httplog: `----` normally; the first letter says who cut a session
     (C client, S server, P proxy, K killed, e.g. by `on-marked-down shutdown-sessions`), the second when (R
-    request, H headers, D data, C connect, Q queue). Counts of every state but `----`, plus their total."""
+    request, H headers, D data, C connect, Q queue). The count of normal ends (`normal`) and of every other state."""
     states: Counter = Counter()
     if log_path.exists():
         for line in log_path.read_text(errors="replace").splitlines():
