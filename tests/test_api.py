@@ -47,7 +47,10 @@ def test_search_response_follows_the_contract(client):
     assert set(res["scores"]) == {"dense", "lexical"}
     for a, b in res["highlights"]:
         assert 0 <= a < b <= len(res["text"])
-    assert any("chair" in res["text"][a:b].lower() for a, b in res["highlights"])
+    # highlights are the query's terms as they occur in the passage (here "board" or "chair": which passage of
+    # the Chair's note comes first is the ranking's business, not the contract's)
+    assert res["citation"]["section"].startswith("Note from the Chair")
+    assert any(res["text"][a:b].lower().startswith(("chair", "board")) for a, b in res["highlights"])
 
 
 def test_tokens_are_cl100k_counts(client):

@@ -147,7 +147,7 @@ def test_eval_cli_rejects_unknown_modes_and_test_calibration():
     r = _run("-m", "eval", "run", "--modes", "fuzzy", "--no-progress")
     assert r.returncode == 2 and "unknown mode" in r.stderr
     r = _run("-m", "eval", "calibrate", "--split", "test")
-    assert r.returncode == 2 and "never on test" in r.stderr
+    assert r.returncode == 2 and "never on a reported one" in r.stderr and "report:test" in r.stderr
     r = _run("-m", "eval", "calibrate", "--sets", "report:dev,report:fresh")
     assert r.returncode == 2 and "report:fresh" in r.stderr
 
