@@ -215,7 +215,7 @@ def cmd_reader(args) -> int:
         print("error: --compress-rank stores a full fine-tune: not with --lora", file=sys.stderr)
         return 2
     fit_on, scored = _datasets(args.train, args.external_dir), _datasets(args.score, args.external_dir)
-    kept = [f"{d.name}:{d.split}" for d in fit_on if (d.name, d.split) in HELD_OUT]
+    kept = refused_sets(fit_on, HELD_OUT)
     if kept:
         print(f"error: the reader never trains on the reported sets ({', '.join(kept)}): they must stay questions "
               "it has not seen", file=sys.stderr)
@@ -288,8 +288,7 @@ def cmd_query_adapter(args) -> int:
     fit_on, scored = _datasets(args.train, args.external_dir), _datasets(args.score, args.external_dir)
     guarded = _datasets("report:dev,report:test,report:fresh,report-external:all", args.external_dir)
     guarded_files = {hashlib.sha256(p.read_bytes()).hexdigest() for d in guarded for p in d.files}
-    kept = [f"{d.name}:{d.split}" for d in fit_on if (d.name, d.split) in HELD_OUT | TUNING
-            or any(hashlib.sha256(p.read_bytes()).hexdigest() in guarded_files for p in d.files)]
+    kept = refused_sets(fit_on, HELD_OUT | TUNING, guarded_files)
     if kept:
         print(f"error: the query adapter never trains on the tuning or reported sets ({', '.join(kept)}): they must "
               "stay questions it has not seen", file=sys.stderr)
@@ -401,6 +400,13 @@ TUNING = {("report", "dev"), ("report-external", "all"), ("report-external", "an
           ("report-external", "unanswerable")}
 
 
+def refused_sets(datasets, forbidden: set[tuple[str, str]], checksums: set[str] = frozenset()) -> list[str]:
+    """The "name:split" of each of `datasets` a model must not be fitted on: one of `forbidden`, or one with a
+    file whose sha256 is in `checksums` (a forbidden set's file under another name)."""
+    return [f"{d.name}:{d.split}" for d in datasets if (d.name, d.split) in forbidden
+            or (checksums and any(hashlib.sha256(p.read_bytes()).hexdigest() in checksums for p in d.files))]
+
+
 def cmd_calibrate(args) -> int:
     """Fit on the tuning sets; write the artefact to --write, else REPORTQA_CALIBRATION, else beside the index."""
     from eval.calibrate import calibrate, fusion_fitted, index_fingerprint, readers_for, report_table
@@ -410,11 +416,11 @@ def cmd_calibrate(args) -> int:
     from service.config import Settings
 
     datasets = _datasets(f"report:{args.split}" if args.split else args.sets, args.external_dir)
-    for d in datasets:
-        if (d.name, d.split) in HELD_OUT:
-            print(f"error: calibrate on tuning sets (report dev, report-external), never on a reported one (test, "
-                  f"fresh, keywords, the held-out helper sets) ({d.name}:{d.split})", file=sys.stderr)
-            return 2
+    kept = refused_sets(datasets, HELD_OUT)
+    if kept:
+        print(f"error: calibrate on tuning sets (report dev, report-external), never on a reported one (test, "
+              f"fresh, keywords, the held-out helper sets) ({', '.join(kept)})", file=sys.stderr)
+        return 2
     try:
         reader = load_reader(args.reader or Settings().reader)
         fold_dirs = args.fold_reader or sorted(p.parent for p in FOLD_READERS.glob(f"*/{READER_META}"))
