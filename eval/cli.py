@@ -394,6 +394,11 @@ FOLD_READERS = Path(__file__).resolve().parent / "readers"  # readers trained wi
 HELPER_SETS = "abcdefghijklmn"
 READER_HELPER_SETS = "abcdefghijkl"
 HELD_OUT_HELPER_SETS = "op"  # helper sets neither model was trained on: reported only (HELPERS.md)
+# the helper sets calibrate fits on beside report dev and report-external: ones the reader never saw, so that the
+# served reader scores them as it scores new questions (the query adapter did train on them)
+CALIBRATION_HELPER_SETS = "mn"
+CALIBRATION_SETS = ",".join(["report:dev", "report-external:all",
+                             *(f"eval/datasets/helpers-{s}:all" for s in CALIBRATION_HELPER_SETS)])
 HELD_OUT = {("report", "test"), ("report", "fresh"), ("report-external", "keywords"),
             *((f"helpers-{s}", "all") for s in HELD_OUT_HELPER_SETS)}
 TUNING = {("report", "dev"), ("report-external", "all"), ("report-external", "answerable"),
@@ -518,11 +523,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--metric", default="mrr@10")
     c = sub.add_parser("calibrate", help="fit /v1/ask's answer weights and abstention on tuning question sets")
     common(c)
-    c.add_argument("--sets", default="report:dev,report-external:all",
-                   help="comma list of dataset:split to fit on (default report:dev,report-external:all); "
+    c.add_argument("--sets", default=CALIBRATION_SETS,
+                   help=f"comma list of dataset:split to fit on (default {CALIBRATION_SETS}); "
                         "--split X is short for --sets report:X")
     c.add_argument("--max-false-abstention", type=float, default=MAX_FALSE_ABSTENTION,
-                   help="most of the pooled answerable questions the threshold may refuse (default 0.04)")
+                   help="most of each set's answerable questions the threshold may refuse (default 0.04)")
     c.add_argument("--reader", type=Path, default=None,
                    help="the reader to fit with (default REPORTQA_READER, else the one shipped in service/ask/reader)")
     c.add_argument("--fold-reader", action="append", default=[], metavar="DIR",

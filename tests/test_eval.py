@@ -16,7 +16,7 @@ from eval.datasets import (
 )
 from eval.runner import evaluate_ask, evaluate_mode
 from eval.targets import HttpTarget, InProcessTarget
-from tests.conftest import ROOT, needs_external
+from tests.conftest import EXTERNAL_DIR, ROOT, needs_external
 
 FLOORS = json.loads((Path(__file__).resolve().parent.parent / "eval" / "floors.json").read_text())
 
@@ -88,6 +88,26 @@ def test_a_directory_in_report_externals_layout_is_a_dataset_named_after_it(repo
         assert all(a in report for q in ds.queries for a in q.answers)
     with pytest.raises(DatasetError, match="no split 'test'"):  # a split it does not have is an error, not "all"
         load_dataset(str(ROOT / "eval" / "datasets" / "helpers-a"), "test")
+
+
+@needs_external
+def test_calibration_fits_on_helper_sets_the_reader_never_saw_and_never_on_held_out_ones():
+    """calibrate's default sets: report dev, report-external and helper sets outside the reader's training (so the
+    served reader scores them as it scores new questions) and outside the held-out ones (reported only)."""
+    from eval.cli import (
+        CALIBRATION_HELPER_SETS,
+        CALIBRATION_SETS,
+        HELD_OUT,
+        READER_HELPER_SETS,
+        _datasets,
+        refused_sets,
+    )
+
+    assert CALIBRATION_HELPER_SETS and not set(CALIBRATION_HELPER_SETS) & set(READER_HELPER_SETS)
+    sets = _datasets(CALIBRATION_SETS, EXTERNAL_DIR)
+    assert [f"{d.name}:{d.split}" for d in sets] == ["report:dev", "report-external:all", "helpers-m:all",
+                                                     "helpers-n:all"]
+    assert refused_sets(sets, HELD_OUT) == []
 
 
 @pytest.mark.slow
