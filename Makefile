@@ -79,9 +79,10 @@ eval-external: install
 eval-url: install
 	$(BIN)/python -m eval run --dataset report --split test --url $(or $(URL),http://$(HOST):$(PORT)) --modes lexical,dense,hybrid,ask
 
-## calibrate: refit /v1/ask's abstention on report dev + report-external, written to $(INDEX)/calibration.json
-## (after changing chunking, ranking or the features); calibrate-packaged refits the default shipped in the wheel.
-## The served reader was trained on both sets: each is scored by a fold reader trained without it (eval/readers).
+## calibrate: refit /v1/ask's abstention on report dev, report-external and helpers-m, -n (eval/cli.py
+## CALIBRATION_SETS), written to $(INDEX)/calibration.json (after changing chunking, ranking or the features);
+## calibrate-packaged refits the default shipped in the wheel. The served reader was trained on dev and
+## report-external: each is scored by a fold reader trained without it (eval/readers); it never saw m and n.
 calibrate: install
 	$(BIN)/python -m indexer ensure --corpus $(CORPUS) --out $(INDEX)
 	$(BIN)/python -m eval calibrate --index $(INDEX) --external-dir $(EXTERNAL)

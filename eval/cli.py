@@ -423,8 +423,8 @@ def cmd_calibrate(args) -> int:
     datasets = _datasets(f"report:{args.split}" if args.split else args.sets, args.external_dir)
     kept = refused_sets(datasets, HELD_OUT)
     if kept:
-        print(f"error: calibrate on tuning sets (report dev, report-external), never on a reported one (test, "
-              f"fresh, keywords, the held-out helper sets) ({', '.join(kept)})", file=sys.stderr)
+        print(f"error: calibrate on tuning sets (default {CALIBRATION_SETS}), never on a reported one (test, fresh, "
+              f"keywords, the held-out helper sets) ({', '.join(kept)})", file=sys.stderr)
         return 2
     try:
         reader = load_reader(args.reader or Settings().reader)
