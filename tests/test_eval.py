@@ -69,7 +69,7 @@ def test_report_external_is_read_in_place_and_its_headings_map_to_anchors(report
 
 
 def test_a_directory_in_report_externals_layout_is_a_dataset_named_after_it(report_chunks):
-    """eval/datasets/helpers-a … -p (written by helper agents from the report alone, see HELPERS.md; o and p held
+    """eval/datasets/helpers-a … -t (written by helper agents from the report alone, see HELPERS.md; o to t held
     out) load like report-external: verbatim answers, headings that map to anchors, near-miss and off-topic
     questions."""
     from eval.cli import HELD_OUT_HELPER_SETS, HELPER_SETS
