@@ -79,7 +79,7 @@ eval-external: install
 eval-url: install
 	$(BIN)/python -m eval run --dataset report --split test --url $(or $(URL),http://$(HOST):$(PORT)) --modes lexical,dense,hybrid,ask
 
-## calibrate: refit /v1/ask's abstention on report dev, report-external and helpers-m, -n (eval/cli.py
+## calibrate: refit /v1/ask's abstention on report dev, report-external and helpers-m, -n (eval/sets.py
 ## CALIBRATION_SETS), written to $(INDEX)/calibration.json (after changing chunking, ranking or the features);
 ## calibrate-packaged refits the default shipped in the wheel. The served reader was trained on dev and
 ## report-external: each is scored by a fold reader trained without it (eval/readers); it never saw m and n.
@@ -98,7 +98,7 @@ READER_TRAIN := $(BIN)/python -m eval reader --index $(INDEX) --external-dir $(E
 	--epochs 3 --neg-per-pos 4 --no-progress
 comma := ,
 space := $(subst ,, )
-# the reader's helper sets (eval/cli.py READER_HELPER_SETS; the query adapter's are HELPER_SETS, a to n)
+# the reader's helper sets (eval/sets.py READER_HELPER_SETS; the query adapter's are HELPER_SETS, a to n)
 READER_HELPERS := $(subst $(space),$(comma),$(foreach s,a b c d e f g h i j k l,eval/datasets/helpers-$(s)))
 reader: install
 	$(BIN)/python -m indexer ensure --corpus $(CORPUS) --out $(INDEX)

@@ -1,6 +1,7 @@
 """Fit /v1/ask's answer-sentence weights and abstention model on question sets by more than one author.
 
-    python -m eval calibrate                      # report dev + report-external (answerable and unanswerable)
+    python -m eval calibrate                      # eval/sets.py CALIBRATION_SETS: report dev, report-external,
+                                                  # helpers-m and -n (answerable and unanswerable questions)
     python -m eval calibrate --sets report:dev,report-external:all --write /tmp/calibration.json
 
 What is fitted, and how it is chosen (everything on the tuning sets only; test and fresh are never used):
@@ -13,8 +14,8 @@ What is fitted, and how it is chosen (everything on the tuning sets only; test a
    unanswerable questions while refusing at most MAX_FALSE_ABSTENTION of each set's answerable ones (every
    author, not the pool: the pool's share is met by the authors whose questions look easiest to the model
    while the hardest one's run far over it; README, *Calibration on four authors*).
-The report gives, per set, the leave-one-out figures and the leave-one-set-out ones (a model fitted on the
-other author's questions only: how the fit carries over to an author it never saw).
+The report gives, per set, the leave-one-out figures and the leave-one-set-out ones (a model and a threshold
+fitted on the other sets' questions only: how the fit carries over to an author it never saw).
 
 This module calls the service's public functions only (Answerer.analyze, Answerer.rank_candidates,
 evidence.answer_text, features.feature_names/feature_signs, Calibration) and builds its own Answerer: it never
@@ -92,18 +93,27 @@ def loo_probabilities(x: np.ndarray, y: np.ndarray, signs: list[int], l2: float)
 
 def choose_threshold(p: np.ndarray, answerable: np.ndarray, max_false: float = MAX_FALSE_ABSTENTION,
                      groups: np.ndarray | None = None) -> float:
-    """Highest abstention recall with at most `max_false` of answerable questions abstained on, in every one of
-    `groups` (the question set of each row; default: one group); the threshold sits midway between
-    neighbouring scores so that small shifts do not flip decisions."""
+    """The threshold t (a question is refused when p < t) that refuses the most unanswerable questions subject to
+    max over groups g of |{answerable i in g: p_i < t}| / |{answerable i in g}| ≤ `max_false`.
+
+    `groups` labels each row's question set (any hashable labels; default: all rows one group). A group with
+    no answerable question bounds nothing (its unanswerable ones still count as refusals); a group with fewer
+    than 1 / `max_false` answerable questions allows none refused. Candidates sit midway between neighbouring
+    scores, so that small shifts do not flip decisions; of those refusing as many unanswerable questions, the
+    lowest wins (the fewest answerable ones refused). 0.0 when there is nothing to choose from."""
+    p = np.asarray(p, dtype=float)
+    groups = np.zeros(len(p), dtype=int) if groups is None else np.asarray(groups)
+    if groups.shape != p.shape or np.shape(answerable) != p.shape:
+        raise ValueError(f"p {p.shape}, answerable {np.shape(answerable)} and groups {groups.shape} must have "
+                         "one entry per question")
     scores = np.sort(np.unique(p))
     cands = [0.0] + [(a + b) / 2 for a, b in zip(scores, scores[1:], strict=False)] + [1.0]
     best_t, best_recall = 0.0, -1.0
-    groups = np.zeros(len(p), dtype=int) if groups is None else np.asarray(groups)
     members = [(groups == g) & answerable for g in np.unique(groups)]
     n_un = max(1, (~answerable).sum())
     for t in cands:
         abst = p < t
-        false = max((abst & m).sum() / max(1, m.sum()) for m in members)
+        false = max(((abst & m).sum() / max(1, m.sum()) for m in members), default=0.0)
         recall = (abst & ~answerable).sum() / n_un
         if false <= max_false and recall > best_recall + 1e-12:
             best_t, best_recall = t, recall
@@ -180,6 +190,19 @@ def collect(datasets: list[Dataset], answerer, progress: bool = True, readers: l
     return weights, best_hit, tun
 
 
+def leave_one_set_out(z: np.ndarray, y: np.ndarray, answerable: np.ndarray, sets: np.ndarray, held: int,
+                      signs: list[int], l2: float, max_false: float = MAX_FALSE_ABSTENTION
+                      ) -> tuple[float, np.ndarray]:
+    """The threshold chosen, as calibrate chooses it, on the other sets' leave-one-out predictions, and the
+    probabilities of set `held`'s rows from a model fitted on the other sets only (0 on the others' rows)."""
+    others = sets != held
+    p_other = loo_probabilities(z[others], y[others], signs, l2)
+    threshold = choose_threshold(p_other, answerable[others], max_false, sets[others])
+    p = np.zeros(len(y))
+    p[~others] = predict(fit_monotone(z[others], y[others], signs, l2), z[~others])
+    return threshold, p
+
+
 def calibrate(datasets: list[Dataset], answerer, fitted_for: dict, progress: bool = True,
               max_false: float = MAX_FALSE_ABSTENTION, readers: list | None = None) -> dict:
     """Fit on the pooled question sets; returns {"calibration": Calibration, "report": {...}}.
@@ -220,14 +243,8 @@ def calibrate(datasets: list[Dataset], answerer, fitted_for: dict, progress: boo
     for si, name in enumerate(names):
         rows = every[tun.sets == si]
         entry = {"leave_one_out": _figures(p_loo, threshold, tun, rows)}
-        others = every[tun.sets != si]
-        if len(names) > 1 and len(set(y[others])) == 2:
-            p_other = loo_probabilities(z[others], y[others], signs, l2)
-            sub = Tuning(sets=tun.sets[others], styles=[tun.styles[i] for i in others], x=tun.x[others],
-                         answerable=tun.answerable[others], right=y[others])
-            t_other = choose_threshold(p_other, sub.answerable, max_false, sub.sets)
-            p_set = np.zeros(len(y))
-            p_set[rows] = predict(fit_monotone(z[others], y[others], signs, l2), z[rows])
+        if len(names) > 1 and len(set(y[tun.sets != si])) == 2:
+            t_other, p_set = leave_one_set_out(z, y, tun.answerable, tun.sets, si, signs, l2, max_false)
             entry["leave_one_set_out"] = {"threshold": t_other, **_figures(p_set, t_other, tun, rows)}
         report["per_set"][name] = entry
     if readers:

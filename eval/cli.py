@@ -14,6 +14,16 @@ from pathlib import Path
 
 from eval.calibrate import MAX_FALSE_ABSTENTION
 from eval.datasets import Dataset, DatasetError, load_dataset, resolve_sections
+from eval.sets import (
+    CALIBRATION_SETS,
+    HELD_OUT,
+    HELPER_SETS,
+    READER_HELPER_SETS,
+    TUNING,
+    helper_spec,
+    parse_sets,
+    refused_sets,
+)
 from indexer.query_adapter import STORAGES
 from indexer.store import SCHEMA_VERSION, has_index
 
@@ -196,12 +206,6 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _datasets(specs: str, external_dir) -> list[Dataset]:
-    """`dataset:split,…` (a split may be left out) as datasets."""
-    pairs = [(s.strip().partition(":")[0], s.strip().partition(":")[2] or None) for s in specs.split(",") if s.strip()]
-    return [load_dataset(name, split, external_dir) for name, split in pairs]
-
-
 def cmd_reader(args) -> int:
     """Fit a reader on some question sets, score others; prints AUROC and answer-sentence figures per set."""
     from eval.reader import TOP_CANDIDATES, collect_pairs, figures, score, train
@@ -214,7 +218,7 @@ def cmd_reader(args) -> int:
     if args.lora and args.compress_rank:
         print("error: --compress-rank stores a full fine-tune: not with --lora", file=sys.stderr)
         return 2
-    fit_on, scored = _datasets(args.train, args.external_dir), _datasets(args.score, args.external_dir)
+    fit_on, scored = parse_sets(args.train, args.external_dir), parse_sets(args.score, args.external_dir)
     kept = refused_sets(fit_on, HELD_OUT)
     if kept:
         print(f"error: the reader never trains on the reported sets ({', '.join(kept)}): they must stay questions "
@@ -285,13 +289,13 @@ def cmd_query_adapter(args) -> int:
         print("error: --drop-at-random drops as many questions as --drop-similar JACCARD would: give both",
               file=sys.stderr)
         return 2
-    fit_on, scored = _datasets(args.train, args.external_dir), _datasets(args.score, args.external_dir)
-    guarded = _datasets("report:dev,report:test,report:fresh,report-external:all", args.external_dir)
+    fit_on, scored = parse_sets(args.train, args.external_dir), parse_sets(args.score, args.external_dir)
+    guarded = parse_sets("report:dev,report:test,report:fresh,report-external:all", args.external_dir)
     guarded_files = {hashlib.sha256(p.read_bytes()).hexdigest() for d in guarded for p in d.files}
     kept = refused_sets(fit_on, HELD_OUT | TUNING, guarded_files)
     if kept:
-        print(f"error: the query adapter never trains on the tuning or reported sets ({', '.join(kept)}): they must "
-              "stay questions it has not seen", file=sys.stderr)
+        print(f"error: the query adapter never trains on report dev, report-external or the reported sets "
+              f"({', '.join(kept)}): they must stay questions it has not seen", file=sys.stderr)
         return 2
     from eval.query_adapter import normalized
 
@@ -389,27 +393,6 @@ def cmd_tune(args) -> int:
 
 
 FOLD_READERS = Path(__file__).resolve().parent / "readers"  # readers trained without one tuning set each
-# eval/datasets/helpers-<letter>: the training sets of the query adapter, and of the reader (with report dev and
-# report-external; the Makefile's READER_HELPERS)
-HELPER_SETS = "abcdefghijklmn"
-READER_HELPER_SETS = "abcdefghijkl"
-HELD_OUT_HELPER_SETS = "opqrst"  # helper sets no model nor calibration is fitted on: reported only (HELPERS.md)
-# the helper sets calibrate fits on beside report dev and report-external: ones the reader never saw, so that the
-# served reader scores them as it scores new questions (the query adapter did train on them)
-CALIBRATION_HELPER_SETS = "mn"
-CALIBRATION_SETS = ",".join(["report:dev", "report-external:all",
-                             *(f"eval/datasets/helpers-{s}:all" for s in CALIBRATION_HELPER_SETS)])
-HELD_OUT = {("report", "test"), ("report", "fresh"), ("report-external", "keywords"),
-            *((f"helpers-{s}", "all") for s in HELD_OUT_HELPER_SETS)}
-TUNING = {("report", "dev"), ("report-external", "all"), ("report-external", "answerable"),
-          ("report-external", "unanswerable")}
-
-
-def refused_sets(datasets, forbidden: set[tuple[str, str]], checksums: set[str] = frozenset()) -> list[str]:
-    """The "name:split" of each of `datasets` a model must not be fitted on: one of `forbidden`, or one with a
-    file whose sha256 is in `checksums` (a forbidden set's file under another name)."""
-    return [f"{d.name}:{d.split}" for d in datasets if (d.name, d.split) in forbidden
-            or (checksums and any(hashlib.sha256(p.read_bytes()).hexdigest() in checksums for p in d.files))]
 
 
 def cmd_calibrate(args) -> int:
@@ -420,11 +403,12 @@ def cmd_calibrate(args) -> int:
     from service.ask.reader import ReaderError, load_reader
     from service.config import Settings
 
-    datasets = _datasets(f"report:{args.split}" if args.split else args.sets, args.external_dir)
+    datasets = parse_sets(f"report:{args.split}" if args.split else args.sets, args.external_dir)
     kept = refused_sets(datasets, HELD_OUT)
     if kept:
-        print(f"error: calibrate on tuning sets (default {CALIBRATION_SETS}), never on a reported one (test, fresh, "
-              f"keywords, the held-out helper sets) ({', '.join(kept)})", file=sys.stderr)
+        print(f"error: calibrate on tuning sets (default report dev, report-external and eval/sets.py "
+              f"CALIBRATION_HELPER_SETS), never on a reported one (test, fresh, keywords, the held-out helper sets) "
+              f"({', '.join(kept)})", file=sys.stderr)
         return 2
     try:
         reader = load_reader(args.reader or Settings().reader)
@@ -524,8 +508,8 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("calibrate", help="fit /v1/ask's answer weights and abstention on tuning question sets")
     common(c)
     c.add_argument("--sets", default=CALIBRATION_SETS,
-                   help=f"comma list of dataset:split to fit on (default {CALIBRATION_SETS}); "
-                        "--split X is short for --sets report:X")
+                   help="comma list of dataset:split to fit on (default: report:dev, report-external:all and the "
+                        "helper sets of eval/sets.py CALIBRATION_HELPER_SETS); --split X is short for --sets report:X")
     c.add_argument("--max-false-abstention", type=float, default=MAX_FALSE_ABSTENTION,
                    help="most of each set's answerable questions the threshold may refuse (default 0.04)")
     c.add_argument("--reader", type=Path, default=None,
@@ -540,7 +524,7 @@ def _parser() -> argparse.ArgumentParser:
                                        "(--save: the adapters /v1/ask uses)")
     common(rd)
     rd.add_argument("--train", default="report:dev,"
-                    + ",".join(f"eval/datasets/helpers-{s}" for s in READER_HELPER_SETS),
+                    + ",".join(helper_spec(READER_HELPER_SETS)),
                     help="comma list of dataset[:split] to fit on")
     rd.add_argument("--score", default="report-external:all,report:test,report:fresh",
                     help="comma list of dataset[:split] to score")
@@ -559,7 +543,7 @@ def _parser() -> argparse.ArgumentParser:
     qa = sub.add_parser("query-adapter", help="fit the query adapter (questions only) on some question sets and "
                                               "score others (--save: the one the service uses)")
     common(qa)
-    qa.add_argument("--train", default=",".join(f"eval/datasets/helpers-{s}" for s in HELPER_SETS),
+    qa.add_argument("--train", default=",".join(helper_spec(HELPER_SETS)),
                     help="comma list of dataset[:split] to fit on (never the tuning or reported sets)")
     qa.add_argument("--score", default="report:dev,report-external:all,report:test,report:fresh",
                     help="comma list of dataset[:split] to score")

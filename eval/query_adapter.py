@@ -22,10 +22,11 @@ trained (AdamW, linear warm-up and decay); the change of each projection in TARG
 and saved in the adapter format (W + (α/r)·B·A with α = r), with what it was trained on. What else training
 changed (biases, layer norms, embeddings) is left at the base.
 
-The sets it trains on must be none of those that tune the fusion and the calibration (report dev,
-report-external) or that are reported (test, fresh): those stay questions the adapter never saw. The command
-refuses such a set (by name and by file checksum) and drops any training question that one of them also asks
-(the same words; the helper sets repeat four of them).
+The sets it trains on must be none of the human-written ones that tune the fusion and the calibration (report
+dev, report-external) or of those that are reported (test, fresh, the held-out helper sets: eval/sets.py): those
+stay questions the adapter never saw (the calibration also fits on two helper sets the adapter trains on, m
+and n). The command refuses such a set (by name and by file checksum) and drops any training question that one
+of them also asks (the same words; the helper sets repeat four of them).
 
 Printed per scored set, for the plain model and the adapter (the full change and as saved): how often the
 index's closest sentence holds an answer (sentence@1) and how often the closest passage does (passage@1), dense

@@ -103,18 +103,70 @@ def test_confidence_follows_the_signs():
 
 def test_the_threshold_keeps_every_sets_false_refusals_within_the_limit():
     """choose_threshold with groups: at most max_false of each set's answerable questions refused, not of the pool
-    (where an author whose questions score high would pay for one whose questions score low)."""
+    (where an author whose questions score high would pay for one whose questions score low), nor on average."""
     from eval.calibrate import choose_threshold
 
-    # set 0: answerable at 0.9 and 0.3 (ten each), near-miss at 0.2; set 1: forty answerable at 0.8, near-miss 0.5
+    # set 0: answerable at 0.9 and 0.3 (ten each), near-miss at 0.2; set 1: forty answerable at 0.8, near-miss 0.5.
+    # Candidates (midpoints): 0, 0.25, 0.4, 0.65, 0.85, 1.
     p = np.array([0.9] * 10 + [0.3] * 10 + [0.2] * 5 + [0.8] * 40 + [0.5] * 5)
     answerable = np.array([True] * 20 + [False] * 5 + [True] * 40 + [False] * 5)
     groups = np.array([0] * 25 + [1] * 45)
-    pooled = choose_threshold(p, answerable, 0.2)  # refusing set 0's ten at 0.3 is 10 of 60 answerable: allowed
-    assert 0.3 < pooled < 0.8
-    per_set = choose_threshold(p, answerable, 0.2, groups)  # but half of set 0's: not
-    assert 0.2 < per_set < 0.3
-    assert choose_threshold(p, answerable, 0.2, np.zeros(len(p), dtype=int)) == pooled
+    # pooled: 0.65 refuses every near-miss question and 10 of the 60 answerable ones (0.17 ≤ 0.3)
+    assert choose_threshold(p, answerable, 0.3) == pytest.approx(0.65)
+    assert choose_threshold(p, answerable, 0.3, np.zeros(len(p), dtype=int)) == pytest.approx(0.65)
+    # each set: 0.65 refuses half of set 0's answerable questions (their mean with set 1's, 0.25, would pass)
+    assert choose_threshold(p, answerable, 0.3, groups) == pytest.approx(0.25)
+    assert choose_threshold(p, answerable, 0.3, np.where(groups == 0, "dev", "external")) == pytest.approx(0.25)
+
+
+def test_the_threshold_rule_at_its_edges():
+    from eval.calibrate import choose_threshold
+
+    # a set without answerable questions bounds nothing; its questions still count as refused
+    p = np.array([0.8] * 40 + [0.5] * 5 + [0.7] * 3)
+    answerable = np.array([True] * 40 + [False] * 8)
+    assert choose_threshold(p, answerable, 0.3, np.array([0] * 45 + [1] * 3)) == pytest.approx(0.75)
+    # of thresholds refusing as many unanswerable questions, the lowest (fewest answerable refused)
+    p = np.array([0.9] * 29 + [0.5] + [0.1] * 2)
+    answerable = np.array([True] * 30 + [False] * 2)
+    assert choose_threshold(p, answerable, 0.05) == pytest.approx(0.3)
+    assert choose_threshold(np.array([]), np.array([], dtype=bool)) == 0.0
+    with pytest.raises(ValueError, match="one entry per question"):
+        choose_threshold(p, answerable, 0.05, np.zeros(3))
+
+
+def test_leave_one_set_out_chooses_the_threshold_on_each_of_the_other_sets():
+    """The held set is predicted by a fit on the others, with the threshold the per-set rule gives on their
+    leave-one-out predictions: here the pooled rule would refuse 30 % of set 1's answerable questions."""
+    from eval.calibrate import choose_threshold, leave_one_set_out, loo_probabilities
+
+    rng = np.random.default_rng(0)
+    x, answerable, sets = [], [], []
+    # (answerable, their mean score, near-miss, theirs) for sets 0, 1 and the held-out 2
+    for g, (n_ans, mu_ans, n_un, mu_un) in enumerate([(40, 2.0, 15, -1.0), (20, 0.3, 10, -1.0), (20, 1.0, 10, -1.0)]):
+        x += [*rng.normal(mu_ans, 0.5, n_ans), *rng.normal(mu_un, 0.5, n_un)]
+        answerable += [True] * n_ans + [False] * n_un
+        sets += [g] * (n_ans + n_un)
+    z, answerable, sets = np.array(x)[:, None], np.array(answerable), np.array(sets)
+    y = answerable.astype(float)
+    t, p = leave_one_set_out(z, y, answerable, sets, 2, [1], 1.0, max_false=0.1)
+    others = sets != 2
+    assert (p[~others] > 0).all() and (p[others] == 0).all()
+    p_loo = loo_probabilities(z[others], y[others], [1], 1.0)
+    for g in (0, 1):
+        mine = (sets[others] == g) & answerable[others]
+        assert ((p_loo < t) & mine).sum() / mine.sum() <= 0.1
+    pooled = choose_threshold(p_loo, answerable[others], 0.1)
+    ones = (sets[others] == 1) & answerable[others]
+    assert ((p_loo < pooled) & ones).sum() / ones.sum() > 0.1 and t < pooled
+
+
+def test_the_packaged_calibration_keeps_each_sets_false_refusals_within_its_rule():
+    cal = Calibration.load(PACKAGED)
+    limit = cal.metrics["max_false_abstention"]
+    assert len(cal.metrics["per_set"]) == len(cal.fitted_on) >= 2
+    for name, entry in cal.metrics["per_set"].items():
+        assert entry["leave_one_out"]["answerable_refused"] <= limit, name
 
 
 def test_feature_registry():

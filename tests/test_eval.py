@@ -72,11 +72,11 @@ def test_a_directory_in_report_externals_layout_is_a_dataset_named_after_it(repo
     """eval/datasets/helpers-a … -t (written by helper agents from the report alone, see HELPERS.md; o to t held
     out) load like report-external: verbatim answers, headings that map to anchors, near-miss and off-topic
     questions."""
-    from eval.cli import HELD_OUT_HELPER_SETS, HELPER_SETS
+    from eval.sets import CALIBRATION_HELPER_SETS, HELD_OUT_HELPER_SETS, HELPER_SETS
 
     on_disk = sorted(p.name for p in (ROOT / "eval" / "datasets").glob("helpers-*"))
     assert on_disk == sorted(f"helpers-{s}" for s in HELPER_SETS + HELD_OUT_HELPER_SETS)
-    assert not set(HELPER_SETS) & set(HELD_OUT_HELPER_SETS)
+    assert not set(HELPER_SETS + CALIBRATION_HELPER_SETS) & set(HELD_OUT_HELPER_SETS)
     for name in on_disk:
         ds = load_dataset(str(ROOT / "eval" / "datasets" / name))
         assert ds.name == name and ds.split == "all" and ds.key == "anchor"
@@ -91,23 +91,22 @@ def test_a_directory_in_report_externals_layout_is_a_dataset_named_after_it(repo
 
 
 @needs_external
-def test_calibration_fits_on_helper_sets_the_reader_never_saw_and_never_on_held_out_ones():
-    """calibrate's default sets: report dev, report-external and helper sets outside the reader's training (so the
-    served reader scores them as it scores new questions) and outside the held-out ones (reported only)."""
-    from eval.cli import (
-        CALIBRATION_HELPER_SETS,
-        CALIBRATION_SETS,
-        HELD_OUT,
-        READER_HELPER_SETS,
-        _datasets,
-        refused_sets,
-    )
+def test_calibration_fits_on_helper_sets_the_reader_never_saw_and_never_on_held_out_ones(monkeypatch, tmp_path):
+    """calibrate's default sets, wherever it is run from: report dev, report-external and helper sets that the
+    served reader was not trained on (so it scores them as it scores new questions), none of them held out."""
+    from eval.calibrate import overlap
+    from eval.cli import _parser
+    from eval.sets import CALIBRATION_SETS, HELD_OUT, parse_sets, refused_sets
+    from service.ask.reader import load_reader
 
-    assert CALIBRATION_HELPER_SETS and not set(CALIBRATION_HELPER_SETS) & set(READER_HELPER_SETS)
-    sets = _datasets(CALIBRATION_SETS, EXTERNAL_DIR)
+    assert _parser().parse_args(["calibrate"]).sets == CALIBRATION_SETS
+    monkeypatch.chdir(tmp_path)  # the helper sets are found from the package, not the current directory
+    sets = parse_sets(CALIBRATION_SETS, EXTERNAL_DIR)
     assert [f"{d.name}:{d.split}" for d in sets] == ["report:dev", "report-external:all", "helpers-m:all",
                                                      "helpers-n:all"]
     assert refused_sets(sets, HELD_OUT) == []
+    served = load_reader().meta["trained_on"]
+    assert overlap(sets[2:], served) == [] and overlap(sets[:2], served)  # dev and report-external: fold readers
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from tests.conftest import EXTERNAL_DIR, ROOT, damaged_copy, needs_external
 
 
 def test_the_packaged_adapter_is_checked_and_made_for_the_bundled_weights(tmp_path):
-    from eval.cli import HELPER_SETS
+    from eval.sets import HELPER_SETS
     from indexer.query_adapter import PACKAGED_DIR, WEIGHTS, QueryAdapterError, fingerprint, read_adapter, resolve
 
     path, meta = read_adapter()
@@ -300,10 +300,10 @@ def test_the_trainer_refuses_tuning_and_reported_sets(tmp_path, capsys):
     from eval.cli import main
 
     assert main(["query-adapter", "--train", "report:dev", "--no-progress"]) == 2
-    assert "never trains on the tuning or reported sets (report:dev)" in capsys.readouterr().err
+    assert "never trains on report dev, report-external or the reported sets (report:dev)" in capsys.readouterr().err
     held_out = str(ROOT / "eval" / "datasets" / "helpers-o")  # a helper set kept for reporting (HELPERS.md)
     assert main(["query-adapter", "--train", held_out, "--no-progress"]) == 2
-    assert "never trains on the tuning or reported sets (helpers-o:all)" in capsys.readouterr().err
+    assert "never trains on report dev, report-external or the reported sets (helpers-o:all)" in capsys.readouterr().err
     assert main(["reader", "--train", f"report:dev,{held_out}", "--no-progress"]) == 2
     assert "the reader never trains on the reported sets (helpers-o:all)" in capsys.readouterr().err
     assert main(["calibrate", "--sets", f"report:dev,{held_out}", "--no-progress"]) == 2
@@ -415,7 +415,7 @@ def test_export_onnx_prune_removes_only_other_adapters_merges_and_exports(tmp_pa
 def test_the_makefile_trains_on_the_helper_sets_the_cli_does():
     import re
 
-    from eval.cli import HELPER_SETS, READER_HELPER_SETS
+    from eval.sets import HELPER_SETS, READER_HELPER_SETS
 
     letters = re.search(r"\$\(foreach s,([a-z ]+),eval/datasets/helpers-\$\(s\)\)", (ROOT / "Makefile").read_text())
     assert letters and letters.group(1).split() == list(READER_HELPER_SETS)
