@@ -82,6 +82,17 @@ def test_context_is_numbered_with_section_paths_and_no_duplicate_text(client):
         assert p["tokens"] == len(ENC.encode(p["text"]))
 
 
+def test_an_answer_that_introduces_a_list_gives_the_whole_list(client):
+    """OpenInfra Europe's board: an introduction, three sub-headings and ten members; the last one used to be cut
+    off by a limit of twelve lines."""
+    body = ask(client, "Tell me about the OpenInfra Europe advisory board").json()
+    text = body["answer"]["text"]
+    assert body["answerable"] is True and text.startswith("The inaugural advisory board of OpenInfra Europe")
+    for name in ("Phil Robb", "Sebastian Wenner", "Soumaya Msallem", "Allison Randal"):
+        assert name in text
+    assert "OpenInfra Days" not in text  # the paragraph after the list is not part of it
+
+
 def test_follow_up_uses_history(client):
     history = [{"role": "user", "content": "Tell me about the OpenInfra Europe advisory board"},
                {"role": "assistant", "content": "It comprises representatives of member companies."}]

@@ -190,7 +190,8 @@ def refers_back(sentence: str) -> bool:
 def answer_span(hits: list[Hit], best: Candidate) -> tuple[int, int]:
     """The best sentence; with the sentence before it when it refers back to that one (a pronoun or
     demonstrative first: an answer must be readable on its own; not from or to a list item); when it
-    introduces a list (ends with a colon), the list too."""
+    introduces a list (ends with a colon), the whole list too (its items and the sub-headings ending in a colon
+    between them), as far as the passage goes."""
     c = hits[best.passage].chunk
     spans = c["sentences"]
     i = next(j for j, (a, _) in enumerate(spans) if a == best.start)
@@ -199,7 +200,7 @@ def answer_span(hits: list[Hit], best: Candidate) -> tuple[int, int]:
             c["text"][a:b].lstrip().startswith("- ") for a, b in spans[i - 1 : i + 1]):  # not a list item's
         start = spans[i - 1][0]
     if best.text.rstrip().endswith(":"):
-        for a, b in spans[i + 1 : i + 13]:
+        for a, b in spans[i + 1 :]:
             piece = c["text"][a:b].strip()
             if piece.startswith("- "):
                 end = b
