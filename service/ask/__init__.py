@@ -14,18 +14,29 @@ the registered features (one of them a reader's score of the answer sentence), f
     answerer.py     Answerer.analyze() / Answerer.ask() → AskResult
 """
 
-from service.ask.answerer import (
-    NOT_ANSWERED,
-    Analysis,
-    Answerer,
-    AskResult,
-    AskUnavailable,
-    UnavailableAnswerer,
-    load_answerer,
-)
-from service.ask.calibration import Calibration, CalibrationError, find_calibration, load_calibration
-from service.ask.context import BudgetTooSmall, merge_passages, pack_context
+from __future__ import annotations
 
-__all__ = ["NOT_ANSWERED", "Analysis", "Answerer", "AskResult", "AskUnavailable", "BudgetTooSmall", "Calibration",
-           "CalibrationError", "UnavailableAnswerer", "find_calibration", "load_answerer", "load_calibration",
-           "merge_passages", "pack_context"]
+import importlib
+
+# what the package exports, imported on first use (PEP 562): `python -m service.ask.reader` (the reader's
+# export, run by `make serve` and the image) then runs a module the package has not imported already
+_EXPORTS = {
+    "NOT_ANSWERED": "answerer", "Analysis": "answerer", "Answerer": "answerer", "AskResult": "answerer",
+    "AskUnavailable": "answerer", "UnavailableAnswerer": "answerer", "load_answerer": "answerer",
+    "Calibration": "calibration", "CalibrationError": "calibration", "find_calibration": "calibration",
+    "load_calibration": "calibration", "BudgetTooSmall": "context", "merge_passages": "context",
+    "pack_context": "context",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
