@@ -177,7 +177,7 @@ async def wait_serving(url: str, version: str, workers: int, timeout: float) -> 
 
 
 # httplog: `... <status> <bytes> <req cookie> <resp cookie> <termination state> <conns a/f/b/s/retries> ...`
-_TERMINATION = re.compile(r" (-?\d+) \d+ \S+ \S+ ([A-Za-z-]{4}) \d+/\d+/\d+/\d+/\+?\d+ ")
+_TERMINATION = re.compile(r" -?\d+ \d+ \S+ \S+ ([A-Za-z-]{4}) \d+/\d+/\d+/\d+/\+?\d+ ")
 
 
 def termination_states(log_path: Path) -> dict[str, int]:
@@ -189,7 +189,7 @@ def termination_states(log_path: Path) -> dict[str, int]:
         for line in log_path.read_text(errors="replace").splitlines():
             m = _TERMINATION.search(line)
             if m:
-                states[m.group(2)] += 1
+                states[m.group(1)] += 1
     normal = states.pop("----", 0)
     return {"normal": normal, **dict(states)}
 
